@@ -1,0 +1,17 @@
+# The two commands: `make demo` and `make test`. Both set up .venv (and the apt toolchains)
+# on first use; later runs skip the install (scripts/setup.sh keeps a stamp).
+PY := .venv/bin/python
+
+.PHONY: setup demo test test-all clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m dft_mm demo
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf demo_out .pytest_cache

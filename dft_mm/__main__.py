@@ -1,0 +1,3 @@
+from dft_mm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""dft_mm.evaluation.vlm"""

@@ -1,0 +1,229 @@
+"""The DFT loss family in plain PyTorch: the reference math, on any device.
+
+Dynamic Fine-Tuning rescales each supervised token's negative log-likelihood by a
+stop-gradient power of a probability:
+
+    L = (1 / N) * sum_t  sg(w_t)^alpha * (-log p_t)
+
+where ``p_t`` is the model's probability of target token ``t`` and the weight ``w_t`` is
+
+* ``level="token"``    : ``p_t`` itself (the paper's DFT),
+* ``level="sentence"`` : ``prod_{t' in s} p_t'`` for every token of sequence ``s``,
+* ``level="geomean"``  : ``exp(mean_{t' in s} log p_t')`` for every token of sequence ``s``.
+
+``alpha = 0`` makes every weight exactly 1, i.e. plain NLL (SFT); ``alpha = 1`` is DFT.
+A "sequence" is one row of the batch (with packing, one packed row).
+
+Nothing here knows about LLaMA-Factory or the Trainer; the fused head in
+:mod:`dft_mm.fused` reuses :func:`dft_weights` and :func:`reduce_weighted_nll`.
+
+Example::
+
+    >>> import torch
+    >>> logits = torch.randn(2, 5, 11, requires_grad=True)
+    >>> labels = torch.tensor([[-100, 3, 4, -100, 7], [-100, -100, 1, 2, 9]])
+    >>> loss = dft_loss(logits, labels, level="token", alpha=1.0)
+    >>> loss.backward()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+LEVELS = ("token", "sentence", "geomean")
+
+NumItems = Union[int, torch.Tensor, None]
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """Raised when supervised target log-probabilities are NaN or infinite.
+
+    ``count`` is the number of affected supervised tokens; callers that know the training
+    step (the LLaMA-Factory patch) re-raise with the step in the message.
+    """
+
+    def __init__(self, count: int, total: int):
+        self.count = count
+        self.total = total
+        super().__init__(
+            f"{count} of {total} supervised tokens have a non-finite log-probability "
+            "(NaN/inf logits). Lower the learning rate, enable gradient clipping, or check the "
+            "data for empty or corrupted samples."
+        )
+
+
+@dataclass
+class LossStats:
+    """Detached per-batch statistics over the supervised tokens of one micro-batch.
+
+    Sums, not means, so they can be added across micro-batches and ranks before dividing
+    by ``num_tokens``.
+    """
+
+    nll_sum: torch.Tensor  # scalar fp32: sum of -log p_t
+    prob_sum: torch.Tensor  # scalar fp32: sum of p_t
+    num_tokens: torch.Tensor  # scalar fp32: number of supervised tokens
+
+    @property
+    def nll(self) -> float:
+        return float(self.nll_sum / self.num_tokens.clamp_min(1))
+
+    @property
+    def mean_target_prob(self) -> float:
+        return float(self.prob_sum / self.num_tokens.clamp_min(1))
+
+
+def check_level_alpha(level: str, alpha: float) -> None:
+    """Validate the two knobs shared by every implementation of the loss."""
+    if level not in LEVELS:
+        raise ValueError(f"dft level must be one of {', '.join(LEVELS)}; got {level!r}.")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha >= 0:
+        raise ValueError(f"dft alpha must be a number >= 0 (0 = SFT, 1 = DFT); got {alpha!r}.")
+
+
+def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """HF causal-LM shift: position ``t`` predicts ``labels[t + 1]``.
+
+    ``labels`` ``[B, T]`` -> ``[B, T]`` whose last column is ``ignore_index``, so logits
+    ``[B, T, V]`` need no slicing (no copy of the logits is made).
+    """
+    return F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+
+
+def dft_weights(token_logprobs: torch.Tensor, mask: torch.Tensor, level: str, alpha: float) -> torch.Tensor:
+    """Detached DFT weights ``sg(w)^alpha`` for every position.
+
+    Args:
+        token_logprobs: ``[B, T]`` fp32 log-probabilities of the targets (any value where
+            ``mask`` is False).
+        mask: ``[B, T]`` bool, True on supervised positions.
+        level: ``"token" | "sentence" | "geomean"``.
+        alpha: exponent ``>= 0``.
+
+    Returns:
+        ``[B, T]`` fp32 weights, 0 where ``mask`` is False. Exactly 1 on supervised
+        positions when ``alpha == 0``.
+    """
+    logp = token_logprobs.detach().float().masked_fill(~mask, 0.0)
+    if alpha == 0:
+        return mask.float()
+    if level == "token":
+        log_w = logp
+    else:
+        seq_logp = logp.sum(dim=-1, keepdim=True)  # [B, 1]
+        if level == "geomean":
+            seq_logp = seq_logp / mask.sum(dim=-1, keepdim=True).clamp_min(1)
+        log_w = seq_logp.expand_as(logp)
+    return torch.exp(alpha * log_w) * mask
+
+
+def normaliser(mask: torch.Tensor, num_items_in_batch: NumItems) -> torch.Tensor:
+    """The loss denominator ``N`` as an fp32 scalar on ``mask``'s device (at least 1).
+
+    ``num_items_in_batch`` is the HF Trainer's global supervised-token count (all
+    accumulation steps and ranks); without it ``N`` is this batch's count.
+    """
+    if num_items_in_batch is None:
+        n = mask.sum()
+    else:
+        n = torch.as_tensor(num_items_in_batch, device=mask.device)
+    return n.float().clamp_min(1)
+
+
+def reduce_weighted_nll(
+    token_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    num_items_in_batch: NumItems,
+) -> tuple[torch.Tensor, LossStats]:
+    """``sum(w * -logp) / N`` plus detached statistics.
+
+    Args:
+        token_logprobs: ``[B, T]`` fp32 target log-probabilities, differentiable.
+        mask: ``[B, T]`` bool supervised positions.
+        weights: ``[B, T]`` detached weights from :func:`dft_weights`.
+        num_items_in_batch: see :func:`normaliser`.
+
+    Returns:
+        ``(loss, stats)``: a scalar that stays connected to the graph even when no token is
+        supervised (it is then exactly 0), and :class:`LossStats`.
+    """
+    supervised_logp = token_logprobs.masked_fill(~mask, 0.0)
+    detached = supervised_logp.detach()
+    if mask.any() and not torch.isfinite(detached).all():
+        bad = int((~torch.isfinite(detached)).sum())
+        raise NonFiniteLogitsError(bad, int(mask.sum()))
+    loss = -(weights * supervised_logp).sum() / normaliser(mask, num_items_in_batch)
+    stats = LossStats(
+        nll_sum=-detached.sum(),
+        prob_sum=(torch.exp(detached) * mask).sum(),
+        num_tokens=mask.sum().float(),
+    )
+    return loss, stats
+
+
+def target_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 log-probabilities of the (already shifted) targets.
+
+    Args:
+        logits: ``[B, T, V]`` any float dtype.
+        labels: ``[B, T]`` shifted targets, ``ignore_index`` where unsupervised.
+
+    Returns:
+        ``(token_logprobs [B, T] fp32, mask [B, T] bool)``.
+    """
+    mask = labels != ignore_index
+    nll = F.cross_entropy(
+        logits.float().flatten(0, 1), labels.flatten(), ignore_index=ignore_index, reduction="none"
+    )
+    return -nll.view_as(labels), mask
+
+
+def dft_loss_and_stats(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    level: str = "token",
+    alpha: float = 1.0,
+    num_items_in_batch: NumItems = None,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, LossStats]:
+    """:func:`dft_loss` that also returns :class:`LossStats` (plain NLL, mean p_t)."""
+    check_level_alpha(level, alpha)
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on [B, T].")
+    logp, mask = target_logprobs(logits, shift_labels(labels, ignore_index), ignore_index)
+    return reduce_weighted_nll(logp, mask, dft_weights(logp, mask, level, alpha), num_items_in_batch)
+
+
+def dft_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    level: str = "token",
+    alpha: float = 1.0,
+    num_items_in_batch: NumItems = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """DFT loss of a causal LM.
+
+    Args:
+        logits: ``[B, T, V]`` unshifted, any float dtype (math is done in fp32).
+        labels: ``[B, T]`` unshifted (position ``t`` predicts ``labels[t + 1]``),
+            ``ignore_index`` on unsupervised positions.
+        level: ``"token"`` (DFT), ``"sentence"`` or ``"geomean"``.
+        alpha: weight exponent; 0 is plain NLL, 1 is DFT.
+        num_items_in_batch: global number of supervised tokens (HF Trainer); defaults to
+            this batch's count.
+        ignore_index: label value of unsupervised positions.
+
+    Returns:
+        Scalar fp32 loss ``sum_t sg(w_t)^alpha * (-log p_t) / N``.
+    """
+    return dft_loss_and_stats(
+        logits, labels, level=level, alpha=alpha, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index
+    )[0]

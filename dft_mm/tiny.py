@@ -1,0 +1,219 @@
+"""Offline tiny models: a random Qwen2 (text) and Qwen2.5-VL (vision-language) with a BPE
+tokenizer trained on the spot, Qwen's special tokens and a Qwen-style chat template.
+
+They load with ``AutoModelForCausalLM`` / ``AutoModelForImageTextToText`` /
+``AutoProcessor`` and with LLaMA-Factory templates ``qwen`` and ``qwen2_vl``; nothing is
+downloaded. Used by the tests and the demo.
+
+Example::
+
+    dft-mm tiny --kind text --out /tmp/tiny-qwen2
+    dft-mm tiny --kind vl --out /tmp/tiny-qwen2_5vl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Written for this project: ChatML turns as Qwen models use them, images and videos
+# expanded to their vision placeholders, a default system prompt.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if loop.first and message['role'] != 'system' -%}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{%- endif -%}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' or 'image' in part -%}<|vision_start|><|image_pad|><|vision_end|>"
+    "{%- elif part['type'] == 'video' or 'video' in part -%}<|vision_start|><|video_pad|><|vision_end|>"
+    "{%- elif 'text' in part -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "<|im_end|>\n"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+)
+
+
+def _tokenizer_corpus() -> list[str]:
+    """A small deterministic corpus covering prose, digits, maths and code."""
+    words = (
+        "the a an of to and in is that for it on with as was be by this are or from at which "
+        "answer question image think reason step first then so therefore because total count "
+        "red green blue yellow circle square triangle colour color how many shapes are there "
+        "def return if else elif for while in range len print import class self none true false "
+        "int str list dict float string function value result sum product reverse upper lower "
+        "public static void main system out println std vector include namespace using auto "
+        "echo local fi then done let const var console log assert equal"
+    ).split()
+    lines = []
+    for i, word in enumerate(words):
+        lines.append(f"{word} {words[(i * 7) % len(words)]} {words[(i * 13) % len(words)]} {i} {i * i}")
+    lines += [f"{a} + {b} = {a + b}; {a} * {b} = {a * b}" for a in range(30) for b in range(0, 30, 7)]
+    lines += [
+        "def add(a: int, b: int) -> int:\n    return a + b\n",
+        "    if x > 0:\n        return [y for y in xs if y % 2 == 0]\n",
+        "<think>count the shapes</think><answer>3</answer>",
+        "\\boxed{\\frac{1}{2}} (A) (B) (C) (D) ( ) [ ] { } < > = != == <= >= ; : , . ! ? ' \" # $ % & * / \\ |",
+    ]
+    return lines
+
+
+def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024):
+    """Train a byte-level BPE tokenizer with Qwen's special tokens and save it to ``out_dir``.
+
+    Returns the loaded ``PreTrainedTokenizerFast``; ``pad`` is ``<|endoftext|>``, ``eos`` is
+    ``<|im_end|>`` as in Qwen instruct models.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=4096,
+        padding_side="right",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def _text_kwargs(tokenizer, hidden_size: int, num_layers: int) -> dict:
+    heads = max(2, hidden_size // 16)
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_text(
+    out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, tie_word_embeddings: bool = False, seed: int = 0
+) -> Path:
+    """Save a random ``Qwen2ForCausalLM`` and its tokenizer to ``out_dir`` (fp32, ~0.2M params)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(out)
+    config = Qwen2Config(**_text_kwargs(tokenizer, hidden_size, num_layers), tie_word_embeddings=tie_word_embeddings)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False
+    )
+    model.save_pretrained(str(out))
+    return out
+
+
+def build_tiny_vl(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+    """Save a random ``Qwen2_5_VLForConditionalGeneration`` with tokenizer and processor.
+
+    Vision tower: 2 blocks, width 32, patch 14, merge 2, projecting to the text width; the
+    text model's mrope sections sum to ``head_dim / 2``. Image pixel bounds are small so a
+    56x56 image costs 4 visual tokens.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(out)
+    text = _text_kwargs(tokenizer, hidden_size, num_layers)
+    head_dim = hidden_size // text["num_attention_heads"]
+    quarter = head_dim // 2 // 4
+    mrope_section = [head_dim // 2 - 2 * quarter * 1, quarter, quarter]
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        text_config=dict(text, rope_parameters={"rope_type": "default", "mrope_section": mrope_section}),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=hidden_size,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
+        ),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=text["eos_token_id"], pad_token_id=text["pad_token_id"], do_sample=False
+    )
+    model.save_pretrained(str(out))
+    pixels = {"min_pixels": 28 * 28, "max_pixels": 112 * 112}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pixels),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**pixels),
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(str(out))
+    return out
+
+
+def _cli(args: argparse.Namespace) -> None:
+    build = build_tiny_text if args.kind == "text" else build_tiny_vl
+    out = build(args.out, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+    print(json.dumps({"kind": args.kind, "path": str(out)}))
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("tiny", help="build a tiny offline Qwen2 / Qwen2.5-VL model")
+    parser.add_argument("--kind", choices=("text", "vl"), required=True)
+    parser.add_argument("--out", required=True, help="directory to write the model to")
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--num-layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(handler=_cli)

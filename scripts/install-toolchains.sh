@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs, with apt, the sandbox (bubblewrap) and the compilers/interpreters that MultiPL-E
+# scoring runs: g++, OpenJDK + javatuples, php-cli, node + TypeScript, mono (mcs), bash.
+# Idempotent: does nothing when every tool is already present.
+set -euo pipefail
+
+declare -A need=(
+  [bwrap]=bubblewrap
+  [g++]=g++
+  [javac]=openjdk-17-jdk-headless
+  [php]=php-cli
+  [node]=nodejs
+  [tsc]=node-typescript
+  [mcs]=mono-mcs
+  [mono]=mono-runtime
+)
+missing=()
+for tool in "${!need[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
+done
+[ -f /usr/share/java/javatuples.jar ] || missing+=(libjavatuples-java)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-toolchains: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

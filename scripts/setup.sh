@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up everything `make demo` and `make test` need, idempotently:
+#   1. apt toolchains + bubblewrap (scripts/install-toolchains.sh),
+#   2. .venv with this project installed editable (with its dev extra).
+# A stamp keyed on the install inputs makes a second run a no-op.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stamp=.venv/.dft_mm_setup
+key=$(cat pyproject.toml scripts/setup.sh scripts/install-toolchains.sh scripts/hatch_build.py | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
+  exit 0
+fi
+
+bash scripts/install-toolchains.sh
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+echo "$key" > "$stamp"
+echo "setup: .venv ready"
