@@ -43,14 +43,14 @@ class NonFiniteLogitsError(FloatingPointError):
     """Raised when supervised target log-probabilities are NaN or infinite.
 
     ``count`` is the number of affected supervised tokens; callers that know the training
-    step (the LLaMA-Factory patch) re-raise with the step in the message.
+    step (the LLaMA-Factory patch) re-raise with ``where="training step N"``.
     """
 
-    def __init__(self, count: int, total: int):
+    def __init__(self, count: int, total: int, where: str = ""):
         self.count = count
         self.total = total
         super().__init__(
-            f"{count} of {total} supervised tokens have a non-finite log-probability "
+            (f"{where}: " if where else "") + f"{count} of {total} supervised tokens have a non-finite log-probability "
             "(NaN/inf logits). Lower the learning rate, enable gradient clipping, or check the "
             "data for empty or corrupted samples."
         )

@@ -55,9 +55,10 @@ class DftMmFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-def install() -> None:
-    """Put the finder first on ``sys.meta_path`` unless disabled or already there."""
-    if os.environ.get("DFT_MM_DISABLE") == "1":
+def install(force: bool = False) -> None:
+    """Put the finder first on ``sys.meta_path`` unless already there or disabled
+    (``DFT_MM_DISABLE=1``, ignored when ``force``)."""
+    if os.environ.get("DFT_MM_DISABLE") == "1" and not force:
         return
     if any(isinstance(finder, DftMmFinder) for finder in sys.meta_path):
         return
