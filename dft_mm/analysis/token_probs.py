@@ -1,0 +1,193 @@
+"""``dft-mm analyze tokens``: each model's probability of every supervised target token.
+
+For each ``NAME=DIR`` model the data goes through LLaMA-Factory's own SFT pipeline
+(:mod:`dft_mm.analysis.lf_pipeline`), then teacher forcing gives ``p_t`` for exactly the
+tokens training supervises. Batches stream through a :class:`TokenProbHistogram`, so memory
+does not grow with the data. Writes, in ``out``:
+
+* ``token_probs.json`` - ``{"settings": {...}, "models": {NAME: statistics}}``, updated after
+  each model; a rerun with the same settings skips models already there (same DIR);
+* ``token_probs.png``  - the paper's figure: per-bin counts, models side by side, log scale;
+* ``lowest_tokens.md`` - the most frequent tokens in the lowest-probability bin per model.
+
+Python entry point: :func:`analyze_tokens` (same arguments as the CLI).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dft_mm.analysis.dataset_spec import resolve_dataset
+from dft_mm.analysis.histogram import TokenProbHistogram
+from dft_mm.analysis.markdown import md_code, md_table
+from dft_mm.analysis.plots import plot_token_histograms
+from dft_mm.errors import UserError
+from dft_mm.losses import shift_labels, target_logprobs
+
+IGNORE_INDEX = -100
+JSON_NAME, PNG_NAME, MD_NAME = "token_probs.json", "token_probs.png", "lowest_tokens.md"
+
+
+def supervised_token_probs(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forced probabilities of the supervised targets of one collated batch.
+
+    Args:
+        model: a causal LM (or VLM) whose forward takes the collator's keys.
+        batch: collator output; ``labels`` ``[B, T]`` with ``IGNORE_INDEX`` on unsupervised
+            positions (HF convention: position ``t`` predicts ``labels[t + 1]``).
+        chunk_size: supervised positions per fp32 softmax chunk (bounds the ``[n, V]`` upcast).
+
+    Returns:
+        ``(probs [N] fp32, token_ids [N] long, targets_per_row [B] long)`` on the model's
+        device, N = number of supervised tokens, in row-major order.
+    """
+    device = next(model.parameters()).device
+    inputs = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
+    targets = shift_labels(inputs.pop("labels"), IGNORE_INDEX)  # [B, T]
+    positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)  # [P] union over rows
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        logits = model(**inputs, logits_to_keep=positions).logits  # [B, P, V]: only needed positions
+    else:
+        logits = model(**inputs).logits[:, positions]  # [B, P, V]
+    kept = targets[:, positions]  # [B, P]
+    mask = kept != IGNORE_INDEX
+    token_ids = kept[mask]  # [N]
+    rows, cols = mask.nonzero(as_tuple=True)
+    probs = torch.cat([
+        target_logprobs(logits[rows[i:i + chunk_size], cols[i:i + chunk_size]][None],
+                        token_ids[i:i + chunk_size][None], IGNORE_INDEX)[0][0].exp()
+        for i in range(0, token_ids.numel(), chunk_size)
+    ]) if token_ids.numel() else torch.zeros(0, device=device)
+    return probs, token_ids, mask.sum(dim=1)
+
+
+def model_statistics(pipeline, *, batch_size: int, bins: int, top_k: int, desc: str) -> dict:
+    """Stream ``pipeline.dataset`` through the model; the JSON statistics of one model."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    histogram = TokenProbHistogram(bins)
+    without_targets = 0
+    loader = DataLoader(pipeline.dataset, batch_size=batch_size, shuffle=False, collate_fn=pipeline.collator)
+    pipeline.model.eval()
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, unit="batch"):
+            probs, token_ids, per_row = supervised_token_probs(pipeline.model, dict(batch))
+            histogram.add(probs, token_ids)
+            without_targets += int((per_row == 0).sum())
+    summary = histogram.summary()
+    lowest = list(summary.pop("lowest_bin_tokens").items())[:top_k]
+    return {
+        "num_samples": len(pipeline.dataset),
+        "num_samples_dropped_by_llamafactory": pipeline.num_raw_samples - len(pipeline.dataset),
+        "num_samples_without_targets": without_targets,
+        **summary,
+        "lowest_bin_tokens": [
+            {"token_id": token_id, "token": pipeline.tokenizer.decode([token_id]), "count": count}
+            for token_id, count in lowest
+        ],
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    """Atomic write, so an interrupted run never leaves a truncated file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _load_previous(path: Path, settings: dict) -> dict:
+    """Finished models from an earlier run with the same settings (``{}`` when none)."""
+    if not path.is_file():
+        return {}
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    if previous.get("settings") != settings:
+        raise UserError(f"{path} was written with other settings ({previous.get('settings')}); use another --out "
+                        "or delete the file to start over.")
+    return previous.get("models", {})
+
+
+def lowest_tokens_markdown(models: dict, top_k: int) -> str:
+    """``lowest_tokens.md``: per model, the most frequent tokens of the lowest bin."""
+    lines = ["# Most frequent tokens in the lowest-probability bin", ""]
+    for name, stats in models.items():
+        edge = stats["bin_edges"][1]
+        lines += [f"## {name}", "",
+                  f"{stats['counts'][0]} of {stats['num_tokens']} supervised tokens have p < {edge:g}.", ""]
+        rows = [[str(rank), md_code(json.dumps(item["token"], ensure_ascii=False)), str(item["token_id"]),
+                 str(item["count"]), f"{item['count'] / stats['counts'][0]:.1%}"]
+                for rank, item in enumerate(stats["lowest_bin_tokens"][:top_k], start=1)]
+        lines += [md_table(["rank", "token", "id", "count", "share of bin"], rows) if rows else "(no tokens in this bin)", ""]
+    return "\n".join(lines)
+
+
+def parse_named(values: list[str], flag: str) -> dict[str, str]:
+    """``["NAME=DIR", ...]`` -> ordered ``{NAME: DIR}``; names must be unique."""
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"{flag} {value}: expected NAME=DIR.")
+        if name in named:
+            raise UserError(f"{flag} {value}: the name '{name}' is used twice.")
+        named[name] = path
+    return named
+
+
+def analyze_tokens(
+    model: list[str],
+    data: str,
+    template: str,
+    out: str,
+    *,
+    dataset_dir: str | None = None,
+    max_samples: int | None = None,
+    cutoff_len: int = 2048,
+    batch_size: int = 2,
+    bins: int = 10,
+    top_k: int = 20,
+    dtype: str = "auto",
+    set_args: list[str] | None = None,
+) -> dict:
+    """Analyse every ``NAME=DIR`` in ``model`` on ``data``; write the three files; return the JSON."""
+    import yaml
+
+    models = parse_named(model, "--model")
+    extra = {}
+    for item in set_args or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item}: expected KEY=VALUE (a LLaMA-Factory argument).")
+        extra[key] = yaml.safe_load(value)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = resolve_dataset(data, dataset_dir, Path(tempfile.mkdtemp(prefix="dft_mm_data_")))
+    settings = {"data": str(Path(data).resolve()) if Path(data).is_file() else data, "dataset_dir": dataset_dir,
+                "template": template, "cutoff_len": cutoff_len, "max_samples": max_samples, "bins": bins,
+                "extra_args": extra}
+    json_path = out_dir / JSON_NAME
+    results = _load_previous(json_path, settings)
+    for name, model_dir in models.items():
+        if results.get(name, {}).get("model_dir") == model_dir:
+            print(f"analyze tokens: {name} already in {json_path}, skipped")
+            continue
+        from dft_mm.analysis.lf_pipeline import load_sft_pipeline
+
+        pipeline = load_sft_pipeline(model_dir, spec, template, cutoff_len=cutoff_len, max_samples=max_samples,
+                                     dtype=dtype, extra_args=extra)
+        stats = model_statistics(pipeline, batch_size=batch_size, bins=bins, top_k=top_k, desc=f"tokens {name}")
+        results[name] = {"model_dir": model_dir, **stats}
+        _write_json(json_path, {"settings": settings, "models": results})
+        del pipeline
+    payload = {"settings": settings, "models": results}
+    _write_json(json_path, payload)
+    plot_token_histograms({name: stats for name, stats in results.items()}, out_dir / PNG_NAME)
+    (out_dir / MD_NAME).write_text(lowest_tokens_markdown(results, top_k), encoding="utf-8")
+    print(f"analyze tokens: wrote {json_path}, {out_dir / PNG_NAME}, {out_dir / MD_NAME}")
+    return payload
