@@ -1,0 +1,55 @@
+"""Is an extracted answer right? Option letters compare exactly; free-form answers compare
+as normalised strings first, then with ``math-verify`` (LaTeX / expressions, numbers to
+6 significant decimals, units such as ``^\\circ`` dropped, intervals, equations).
+
+Example::
+
+    >>> equivalent("0.5", "\\\\frac{1}{2}")
+    True
+    >>> is_hit("B", "B", {"A": "3", "B": "4"})
+    True
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def _normalise(text: str) -> str:
+    text = re.sub(r"\\text\{([^}]*)\}", r"\1", str(text))
+    text = text.replace("\\left", "").replace("\\right", "").replace("$", "").replace("\\!", "")
+    return re.sub(r"[\s。]+", "", text).rstrip(".").lower()
+
+
+def _parse(text: str) -> list:
+    """math-verify's parse of ``text`` as LaTeX math (wrapped in $...$) or, failing that, as is."""
+    from math_verify import parse
+
+    return parse(f"${text}$") or parse(text)
+
+
+def equivalent(prediction: str, gold: str) -> bool:
+    """True when ``prediction`` and ``gold`` are the same answer (string or mathematically)."""
+    if prediction is None or gold is None:
+        return False
+    if _normalise(prediction) == _normalise(gold):
+        return True
+    from math_verify import verify
+
+    gold_parsed, prediction_parsed = _parse(str(gold)), _parse(str(prediction))
+    if not gold_parsed or not prediction_parsed:
+        return False
+    return bool(verify(gold_parsed, prediction_parsed))
+
+
+def is_hit(extracted: str | None, gold: str | None, options: dict[str, str] | None) -> bool:
+    """Multiple choice: the extracted letter equals the gold letter (or the gold is an option's
+    text and the letter points at it). Free form: :func:`equivalent`."""
+    if extracted is None or gold is None:
+        return False
+    gold = str(gold).strip()
+    if options:
+        if gold in options:
+            return extracted == gold
+        return extracted in options and equivalent(options[extracted], gold)
+    return equivalent(extracted, gold)
