@@ -1,0 +1,193 @@
+"""MultiPL-E's per-language execution rules, run inside :mod:`sandbox`.
+
+Each evaluator reproduces ``MultiPL-E/evaluation/src/eval_<lang>.py``: the same compile and
+run commands, the same timeouts (15 s per step as ``safe_subprocess.run``; 5 s for mono) and
+the same status rules, so statuses line up with published MultiPL-E results:
+
+=====  =======================================================================================
+lang   rule (first match wins)
+=====  =======================================================================================
+py     Timeout; exit 0 -> OK; "SyntaxError" in stderr -> SyntaxError; else Exception
+cpp    g++ -std=c++17 fails -> SyntaxError; run: Timeout; exit != 0 -> Exception; else OK
+java   javac (javatuples on CLASSPATH) fails -> SyntaxError; ``java -ea``: Timeout; 0 -> OK;
+       else Exception
+cs     mcs/csc ``/d:DEBUG -r:System.Numerics.dll`` fails -> SyntaxError; mono (5 s):
+       Timeout; "System.Diagnostics.DefaultTraceListener.Fail" or "Unhandled Exception" in
+       stderr -> Exception (mono exits 0 on a failed Debug.Assert); else OK
+php    "PHP Parse error" in stdout -> SyntaxError; exit != 0 -> Exception (a timeout is
+       exit -1, so Exception: MultiPL-E does not test for timeouts here); else OK
+ts     tsc --target esnext fails -> SyntaxError; node: Timeout; 0 -> OK; ERR_ASSERTION ->
+       AssertionError; SyntaxError; ReferenceError; else Exception
+js     node, statuses as for ts
+sh     bash: Timeout; 0 -> OK; "syntax error" in stderr -> SyntaxError; else Exception
+=====  =======================================================================================
+
+A result passes only when ``status == "OK"``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Callable
+
+from dft_mm.errors import UserError
+from dft_mm.evaluation.code.sandbox import ExecResult, Sandbox
+
+STEP_TIMEOUT_S = 15.0  # safe_subprocess.run's default
+MONO_TIMEOUT_S = 5.0
+JAVATUPLES_JARS = ("/usr/share/java/javatuples.jar", "/usr/multiple/javatuples-1.2.jar")
+
+# language -> (executables needed, Debian packages that provide them)
+TOOLCHAINS: dict[str, tuple[tuple[str, ...], str]] = {
+    "python": (("python3",), "python3"),
+    "cpp": (("g++",), "g++"),
+    "java": (("javac", "java"), "openjdk-17-jdk-headless libjavatuples-java"),
+    "cs": (("mono",), "mono-mcs mono-runtime"),
+    "php": (("php",), "php-cli"),
+    "ts": (("tsc", "node"), "node-typescript nodejs"),
+    "js": (("node",), "nodejs"),
+    "sh": (("bash",), "bash"),
+}
+EXTENSIONS = {"python": ".py", "cpp": ".cpp", "java": ".java", "cs": ".cs", "php": ".php", "ts": ".ts",
+              "js": ".js", "sh": ".sh"}
+LANGUAGE_ALIASES = {"py": "python", "javascript": "js", "bash": "sh", "c++": "cpp", "csharp": "cs",
+                    "typescript": "ts"}
+
+
+def canonical_language(name: str) -> str:
+    """``py`` -> ``python``, ``javascript`` -> ``js``... or a UserError listing what exists."""
+    lang = LANGUAGE_ALIASES.get(name.lower(), name.lower())
+    if lang not in EXTENSIONS:
+        raise UserError(f"unsupported MultiPL-E language {name!r}; choose one of {', '.join(EXTENSIONS)}")
+    return lang
+
+
+def _javatuples() -> str | None:
+    return next((jar for jar in JAVATUPLES_JARS if os.path.isfile(jar)), None)
+
+
+def _cs_compiler() -> str | None:
+    return shutil.which("csc") or shutil.which("mcs")
+
+
+def check_toolchain(language: str) -> None:
+    """Raise a UserError naming the Debian package when ``language`` cannot run here."""
+    tools, packages = TOOLCHAINS[language]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if language == "cs" and _cs_compiler() is None:
+        missing.append("mcs")
+    if language == "java" and _javatuples() is None:
+        missing.append("javatuples.jar")
+    if missing:
+        raise UserError(f"cannot run MultiPL-E {language}: {', '.join(missing)} not found. Install it with "
+                        f"`sudo apt-get install {packages}` (or run scripts/install-toolchains.sh).")
+
+
+def _result(status: str, run: ExecResult, exit_code: int | None = None) -> dict:
+    return {"status": status, "exit_code": run.exit_code if exit_code is None else exit_code,
+            "stdout": run.stdout, "stderr": run.stderr}
+
+
+def _python(box: Sandbox, path: str) -> dict:
+    run = box.run(["python3", path], STEP_TIMEOUT_S)
+    if run.timeout:
+        return _result("Timeout", run)
+    if run.exit_code == 0:
+        return _result("OK", run)
+    return _result("SyntaxError" if "SyntaxError" in run.stderr else "Exception", run)
+
+
+def _compiled_run_status(run: ExecResult) -> str:
+    if run.timeout:
+        return "Timeout"
+    return "OK" if run.exit_code == 0 else "Exception"
+
+
+def _cpp(box: Sandbox, path: str) -> dict:
+    build = box.run(["g++", path, "-o", "program", "-std=c++17"], STEP_TIMEOUT_S)
+    if build.exit_code != 0:
+        return _result("SyntaxError", build)
+    run = box.run(["./program"], STEP_TIMEOUT_S)
+    return _result(_compiled_run_status(run), run)
+
+
+def _java(box: Sandbox, path: str) -> dict:
+    jar = _javatuples()
+    env = {"CLASSPATH": jar}
+    build = box.run(["javac", "-encoding", "UTF8", "-d", "classes", path], STEP_TIMEOUT_S, env=env)
+    if build.exit_code != 0:
+        return _result("SyntaxError", build)
+    run = box.run(["java", "-ea", "-cp", f"classes:{jar}", "Problem"], STEP_TIMEOUT_S, env=env)
+    return _result(_compiled_run_status(run), run)
+
+
+def _cs(box: Sandbox, path: str) -> dict:
+    build = box.run([_cs_compiler(), "/d:DEBUG", "-r:System.Numerics.dll", path, "/out:program.exe"], STEP_TIMEOUT_S)
+    if build.exit_code != 0:
+        return _result("SyntaxError", build)
+    run = box.run(["mono", "program.exe"], MONO_TIMEOUT_S, env={"MONO_TRACE_LISTENER": "Console.Error"})
+    if run.timeout:
+        return _result("Timeout", run)
+    # MultiPL-E judges mono by stderr only (its exit code is 0 on a failed Debug.Assert); a program
+    # our sandbox killed for flooding the output is a failure too.
+    failed = "System.Diagnostics.DefaultTraceListener.Fail" in run.stderr or "Unhandled Exception" in run.stderr
+    return _result("Exception" if failed or run.output_limit_exceeded else "OK", run)
+
+
+def _php(box: Sandbox, path: str) -> dict:
+    run = box.run(["php", path], STEP_TIMEOUT_S)
+    if "PHP Parse error" in run.stdout:
+        return _result("SyntaxError", run)
+    return _result("Exception" if run.exit_code != 0 else "OK", run)
+
+
+def _node_status(run: ExecResult) -> str:
+    if run.timeout:
+        return "Timeout"
+    if run.exit_code == 0:
+        return "OK"
+    for marker, status in (("ERR_ASSERTION", "AssertionError"), ("SyntaxError", "SyntaxError"),
+                           ("ReferenceError", "ReferenceError")):
+        if marker in run.stderr:
+            return status
+    return "Exception"
+
+
+def _ts(box: Sandbox, path: str) -> dict:
+    build = box.run(["tsc", "--target", "esnext", path], STEP_TIMEOUT_S)
+    if build.exit_code != 0:
+        return _result("SyntaxError", build)
+    run = box.run(["node", path[: -len(".ts")] + ".js"], STEP_TIMEOUT_S)
+    return _result(_node_status(run), run)
+
+
+def _js(box: Sandbox, path: str) -> dict:
+    run = box.run(["node", path], STEP_TIMEOUT_S)
+    return _result(_node_status(run), run)
+
+
+def _sh(box: Sandbox, path: str) -> dict:
+    run = box.run(["bash", path], STEP_TIMEOUT_S)
+    if run.timeout:
+        return _result("Timeout", run)
+    if run.exit_code == 0:
+        return _result("OK", run)
+    return _result("SyntaxError" if "syntax error" in run.stderr else "Exception", run)
+
+
+EVALUATORS: dict[str, Callable[[Sandbox, str], dict]] = {
+    "python": _python, "cpp": _cpp, "java": _java, "cs": _cs, "php": _php, "ts": _ts, "js": _js, "sh": _sh,
+}
+
+
+def evaluate_program(language: str, program: str, slot: int = 0) -> dict:
+    """Execute one MultiPL-E program (``prompt + completion + "\\n" + tests``) in a fresh sandbox.
+
+    Returns MultiPL-E's per-program record: ``{"status", "exit_code", "stdout", "stderr"}``
+    (stdout/stderr truncated to 2048 bytes each, as MultiPL-E keeps them).
+    """
+    with Sandbox(slot=slot) as box:
+        name = "program" + EXTENSIONS[language]
+        box.write(name, program)
+        return EVALUATORS[language](box, name)

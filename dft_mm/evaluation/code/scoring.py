@@ -1,0 +1,276 @@
+"""``dft-mm eval code score``: execute samples in the sandbox and write ecosystem results.
+
+Pipeline (each stage a plain file in ``out``):
+
+1. samples JSONL (``{task_id | name, completion | solution}``, one line per sample);
+2. ``executions.jsonl``: one line per *distinct* program executed (key = sha256 of benchmark
+   kind + program), appended and flushed as each finishes, so an interrupted run resumes
+   where it stopped and identical programs run once; HumanEval+ also caches the canonical
+   outputs/times in ``groundtruth.pkl``;
+3. results in the harness's own format: EvalPlus ``eval_results.json`` (``humaneval``,
+   ``humaneval+``) or MultiPL-E ``results/<name>.results.json`` (``multipl-e-*``);
+4. ``<benchmark>_score.json``: ``pass@k`` (fractions, unbiased estimator, k in 1/10/100 where
+   every task has >= k samples), ``pass@1_percent``, counts and per-status tallies.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import pickle
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from dft_mm.errors import UserError
+from dft_mm.evaluation.code import data as code_data
+from dft_mm.evaluation.code import humaneval as he
+from dft_mm.evaluation.code.languages import check_toolchain, evaluate_program
+from dft_mm.evaluation.code.sandbox import check_bwrap
+
+EXECUTIONS = "executions.jsonl"
+
+
+def estimate_pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one task with ``n`` samples, ``c`` correct: ``1 - C(n-c, k) / C(n, k)``."""
+    if n - c < k:
+        return 1.0
+    value = 1.0
+    for i in range(n - c + 1, n + 1):
+        value *= 1.0 - k / i
+    return 1.0 - value
+
+
+def pass_at_k(counts: list[tuple[int, int]], ks=(1, 10, 100)) -> dict[str, float]:
+    """Mean pass@k over tasks ``(n, c)`` for every k that all tasks have enough samples for."""
+    if not counts:
+        return {}
+    return {f"pass@{k}": sum(estimate_pass_at_k(n, c, k) for n, c in counts) / len(counts)
+            for k in ks if min(n for n, _ in counts) >= k}
+
+
+def truncate_at_stop(text: str, stop_tokens: list[str]) -> str:
+    """MultiPL-E's ``stop_at_stop_token``: cut ``text`` at the earliest stop token."""
+    cut = min((i for i in (text.find(s) for s in stop_tokens) if i != -1), default=len(text))
+    return text[:cut]
+
+
+def read_samples(path: Path, problems: dict[str, dict]) -> list[dict]:
+    """Samples with ``task_id``, ``index`` (order within its task) and ``completion``/``solution``.
+
+    A line naming an unknown task, or with neither completion nor solution, is a UserError.
+    """
+    if not Path(path).is_file():
+        raise UserError(f"--samples {path} does not exist")
+    samples, per_task = [], collections.Counter()
+    for number, row in enumerate(code_data.read_jsonl(Path(path)), 1):
+        task_id = row.get("task_id", row.get("name"))
+        if task_id not in problems:
+            raise UserError(f"{path}: line {number}: task {task_id!r} is not in this benchmark "
+                            "(check --benchmark / --data)")
+        if "completion" not in row and "solution" not in row:
+            raise UserError(f"{path}: line {number} ({task_id}) has neither `completion` nor `solution`")
+        samples.append({**row, "task_id": task_id, "index": per_task[task_id]})
+        per_task[task_id] += 1
+    return samples
+
+
+class ExecutionCache:
+    """Append-only ``executions.jsonl``: key -> result, flushed per record, reloaded on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.results: dict[str, dict] = {}
+        if path.is_file():
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut short by a kill: re-run that program
+                        continue
+                    self.results[record["key"]] = record["result"]
+        self.lock = threading.Lock()
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def add(self, key: str, result: dict) -> None:
+        with self.lock:
+            self.results[key] = result
+            self.handle.write(json.dumps({"key": key, "result": result}) + "\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def for_each_on_slots(items: list, fn: Callable, workers: int, desc: str, unit: str = "prog") -> None:
+    """Call ``fn(item, slot)`` for every item, ``workers`` at a time; each concurrent call holds
+    its own sandbox slot (0..workers-1), so concurrent sandboxes run as different uids."""
+    from tqdm import tqdm
+
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(workers):
+        slots.put(slot)
+
+    def work(item) -> None:
+        slot = slots.get()
+        try:
+            fn(item, slot)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit=unit):
+            future.result()
+
+
+def run_unique(jobs: dict[str, Callable[[int], dict]], cache: ExecutionCache, workers: int, desc: str) -> None:
+    """Run every job whose key is not cached yet; each result is appended to the cache at once."""
+    todo = [(key, job) for key, job in jobs.items() if key not in cache.results]
+    if todo:
+        for_each_on_slots(todo, lambda item, slot: cache.add(item[0], item[1](slot)), workers, desc)
+
+
+def _key(kind: str, program: str) -> str:
+    return hashlib.sha256(f"{kind}\0{program}".encode("utf-8")).hexdigest()
+
+
+def _groundtruth(problems: list[dict], dataset_hash: str, out: Path, workers: int) -> dict[str, dict]:
+    """EvalPlus ground truth (outputs + reference times) per task, cached in ``groundtruth.pkl``."""
+    path = out / "groundtruth.pkl"
+    oracle: dict[str, dict] = {}
+    if path.is_file():
+        with open(path, "rb") as handle:
+            cached = pickle.load(handle)
+        if cached.get("hash") == dataset_hash:
+            oracle = cached["oracle"]
+    problems = [p for p in problems if p["task_id"] not in oracle]
+    if not problems:
+        return oracle
+    for_each_on_slots(problems, lambda p, slot: oracle.__setitem__(p["task_id"], he.groundtruth(p, slot)),
+                      workers, "HumanEval+ ground truth", unit="task")
+    with open(path, "wb") as handle:
+        pickle.dump({"hash": dataset_hash, "oracle": oracle}, handle)
+    return oracle
+
+
+def _status_counts(records: list[dict], field: str) -> dict[str, int]:
+    return dict(collections.Counter(str(r[field]) for r in records))
+
+
+def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], out: Path, workers: int,
+                    data) -> dict:
+    by_id = {p["task_id"]: p for p in problems}
+    plus = benchmark == "humaneval+"
+    expected, dataset_hash = {}, None
+    if plus:
+        dataset_hash = code_data.load_humaneval_plus(data)[1]
+        expected = _groundtruth([by_id[t] for t in sorted({s["task_id"] for s in samples})], dataset_hash, out, workers)
+    jobs, keys = {}, []
+    for sample in samples:
+        problem = by_id[sample["task_id"]]
+        solution = sample["solution"] if "solution" in sample else problem["prompt"] + sample["completion"]
+        sample["solution_text"] = solution
+        key = _key(benchmark, solution)
+        keys.append(key)
+        if plus:
+            jobs[key] = lambda slot, p=problem, s=solution: he.check_humaneval_plus(p, s, expected[p["task_id"]], slot)
+        else:
+            jobs[key] = lambda slot, p=problem, s=solution: he.check_humaneval(p, s, slot)
+    cache = ExecutionCache(out / EXECUTIONS)
+    try:
+        run_unique(jobs, cache, workers, f"{benchmark}: executing")
+    finally:
+        cache.close()
+    evals: dict[str, list[dict]] = collections.defaultdict(list)
+    for sample, key in zip(samples, keys):
+        result = cache.results[key]
+        evals[sample["task_id"]].append({
+            "task_id": sample["task_id"], "solution": sample["solution_text"],
+            "base_status": result["base_status"], "plus_status": result["plus_status"],
+            "base_fail_tests": result["base_fail_tests"], "plus_fail_tests": result["plus_fail_tests"]})
+    results = {"date": datetime.now().strftime("%Y-%m-%d %H:%M"), "hash": dataset_hash or "humaneval",
+               "eval": dict(evals)}
+    (out / "eval_results.json").write_text(json.dumps(results), encoding="utf-8")
+    base_counts = [(len(r), sum(x["base_status"] == he.PASS for x in r)) for r in evals.values()]
+    flat = [x for r in evals.values() for x in r]
+    score = {"base": pass_at_k(base_counts), "base_status": _status_counts(flat, "base_status")}
+    if plus:
+        plus_counts = [(len(r), sum(x["base_status"] == x["plus_status"] == he.PASS for x in r)) for r in evals.values()]
+        score.update({"plus": pass_at_k(plus_counts), "plus_status": _status_counts(flat, "plus_status")})
+        score.update(score["plus"])
+    else:
+        score.update(score["base"])
+    return score
+
+
+def _score_multiple(language: str, problems: list[dict], samples: list[dict], out: Path, workers: int) -> dict:
+    check_toolchain(language)
+    by_id = {p["task_id"]: p for p in problems}
+    jobs, keys = {}, []
+    for sample in samples:
+        problem = by_id[sample["task_id"]]
+        if "completion" in sample:
+            completion = truncate_at_stop(sample["completion"], code_data.stop_tokens_for(problem, language))
+            program = problem["prompt"] + completion + "\n" + problem["tests"]
+        else:
+            program = sample["solution"] + "\n" + problem["tests"]
+        sample["program"] = program
+        key = _key(f"multipl-e-{language}", program)
+        keys.append(key)
+        jobs[key] = lambda slot, lang=language, prog=program: {**evaluate_program(lang, prog, slot),
+                                                               "timestamp": int(time.time())}
+    cache = ExecutionCache(out / EXECUTIONS)
+    try:
+        run_unique(jobs, cache, workers, f"multipl-e-{language}: executing")
+    finally:
+        cache.close()
+    per_task: dict[str, list[dict]] = collections.defaultdict(list)
+    for sample, key in zip(samples, keys):
+        per_task[sample["task_id"]].append({"program": sample["program"], **cache.results[key]})
+    results_dir = out / "results"
+    results_dir.mkdir(exist_ok=True)
+    for task_id, results in per_task.items():
+        meta = {k: v for k, v in by_id[task_id].items() if k not in ("task_id", "test")}
+        path = results_dir / f"{task_id.replace('/', '_')}.results.json"
+        path.write_text(json.dumps({**meta, "results": results}, indent=2), encoding="utf-8")
+    counts = [(len(r), sum(x["status"] == "OK" for x in r)) for r in per_task.values()]
+    flat = [x for r in per_task.values() for x in r]
+    return {**pass_at_k(counts), "status": _status_counts(flat, "status")}
+
+
+def score(benchmark: str, samples: str | Path, out: str | Path, workers: int | None = None,
+          data: str | Path | None = None) -> dict:
+    """Execute ``samples`` for ``benchmark`` and write results + ``<benchmark>_score.json`` in ``out``.
+
+    Resumable (finished executions are kept in ``out/executions.jsonl``) and parallel
+    (``workers`` sandboxes at a time, default: CPU count). Returns the score dict.
+    """
+    kind, language = code_data.parse_benchmark(benchmark)
+    benchmark = kind if kind != "multipl-e" else f"multipl-e-{language}"
+    check_bwrap()
+    workers = max(1, workers or os.cpu_count() or 1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    problems = code_data.load_problems(benchmark, data)
+    sample_rows = read_samples(Path(samples), {p["task_id"]: p for p in problems})
+    started = time.monotonic()
+    if kind == "multipl-e":
+        result = _score_multiple(language, problems, sample_rows, out, workers)
+    else:
+        result = _score_evalplus(kind, problems, sample_rows, out, workers, data)
+    tasks = {s["task_id"] for s in sample_rows}
+    missing = len(problems) - len(tasks)
+    summary = {"benchmark": benchmark, **result, "pass@1_percent": round(100 * result.get("pass@1", 0.0), 2),
+               "num_tasks": len(tasks), "num_samples": len(sample_rows),
+               "problems_without_samples": missing, "seconds": round(time.monotonic() - started, 1)}
+    (out / f"{benchmark}_score.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    note = f" ({missing} of {len(problems)} problems had no samples and are not scored)" if missing else ""
+    print(f"{benchmark}: pass@1 = {summary['pass@1_percent']:.2f}% over {len(tasks)} tasks{note}")
+    return summary
