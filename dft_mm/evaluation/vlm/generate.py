@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from dft_mm.errors import UserError
@@ -95,8 +96,11 @@ class VLLMBackend:
         return [output.outputs[0].text for output in outputs]
 
 
+@functools.lru_cache(maxsize=1)
 def make_backend(backend: str, model_path: str, max_new_tokens: int):
-    """``hf``, ``vllm``, or ``auto`` (vLLM when it imports and a GPU is present, else HF)."""
+    """``hf``, ``vllm``, or ``auto`` (vLLM when it imports and a GPU is present, else HF).
+
+    The last backend stays loaded, so ``run`` loads the model once for all its datasets."""
     if backend not in BACKENDS:
         raise UserError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "auto":
