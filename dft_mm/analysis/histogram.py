@@ -1,11 +1,12 @@
 """Streaming statistics of target-token probabilities (bounded memory, any number of tokens).
 
-:class:`TokenProbHistogram` takes batches of probabilities and their token ids, keeps
+:class:`TokenProbHistogram` takes batches of log-probabilities and their token ids, keeps
 
 * counts over ``bins`` equal-width probability bins on ``[0, 1]`` (the paper's figure),
 * counts over a fine grid of ``FINE_BINS`` bins, from which the quantiles are read
   (the quantile error is at most ``1 / FINE_BINS``),
-* the exact sum of probabilities (for the mean) and the number of tokens,
+* the sums of probabilities and log-probabilities (exact means; ``-mean_log_prob`` is the
+  NLL that training logs) and the number of tokens,
 * a counter of the token ids that fall in the lowest bin.
 
 Memory is ``O(FINE_BINS + distinct low-bin tokens)``, independent of the data size.
@@ -14,7 +15,7 @@ Example::
 
     >>> import torch
     >>> h = TokenProbHistogram(bins=10)
-    >>> h.add(torch.tensor([0.05, 0.5, 0.95]), torch.tensor([7, 8, 9]))
+    >>> h.add(torch.tensor([0.05, 0.5, 0.95]).log(), torch.tensor([7, 8, 9]))
     >>> s = h.summary()
     >>> s["counts"][0], s["share_below_0.1"], s["lowest_bin_tokens"]
     (1, 0.3333333333333333, {7: 1})
@@ -38,7 +39,7 @@ def _bin_index(probs: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 class TokenProbHistogram:
-    """Accumulates probabilities ``[N]`` (fp32, in ``[0, 1]``) with their token ids ``[N]``."""
+    """Accumulates log-probabilities ``[N]`` (``<= 0``) with their token ids ``[N]``."""
 
     def __init__(self, bins: int = 10):
         if bins < 2 or FINE_BINS % bins:
@@ -47,23 +48,26 @@ class TokenProbHistogram:
         self.fine = torch.zeros(FINE_BINS, dtype=torch.long)
         self.total = 0
         self.prob_sum = 0.0
+        self.logprob_sum = 0.0
         self.below = 0
         self.above = 0
         self.lowest_tokens: Counter[int] = Counter()
 
-    def add(self, probs: torch.Tensor, token_ids: torch.Tensor) -> None:
-        """Add one batch: ``probs`` ``[N]`` and ``token_ids`` ``[N]`` (any device)."""
-        probs = probs.detach().float().cpu().flatten()
+    def add(self, log_probs: torch.Tensor, token_ids: torch.Tensor) -> None:
+        """Add one batch: ``log_probs`` ``[N]`` and ``token_ids`` ``[N]`` (any device)."""
+        log_probs = log_probs.detach().double().cpu().flatten()
         token_ids = token_ids.detach().cpu().flatten()
-        if probs.numel() != token_ids.numel():
-            raise ValueError(f"probs has {probs.numel()} entries but token_ids has {token_ids.numel()}")
-        if probs.numel() == 0:
+        if log_probs.numel() != token_ids.numel():
+            raise ValueError(f"log_probs has {log_probs.numel()} entries but token_ids has {token_ids.numel()}")
+        if log_probs.numel() == 0:
             return
-        if not torch.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1 + 1e-6:
-            raise ValueError("probabilities must be finite and in [0, 1]")
+        if not torch.isfinite(log_probs).all() or log_probs.max() > 1e-6:
+            raise ValueError("log-probabilities must be finite and <= 0 (NaN/inf logits?)")
+        probs = log_probs.exp().clamp_(max=1.0)
+        self.logprob_sum += float(log_probs.sum())
         self.fine += torch.bincount(_bin_index(probs, FINE_BINS), minlength=FINE_BINS)
         self.total += probs.numel()
-        self.prob_sum += float(probs.double().sum())
+        self.prob_sum += float(probs.sum())
         self.below += int((probs < LOW).sum())
         self.above += int((probs > HIGH).sum())
         low = token_ids[_bin_index(probs, self.bins) == 0]
@@ -84,6 +88,7 @@ class TokenProbHistogram:
             "bin_edges": [round(i / self.bins, 10) for i in range(self.bins + 1)],
             "counts": counts,
             "mean": None if empty else self.prob_sum / self.total,
+            "mean_log_prob": None if empty else self.logprob_sum / self.total,
             "quantiles": {str(q): (None if empty else self._quantile(q)) for q in QUANTILES},
             "share_below_0.1": None if empty else self.below / self.total,
             "share_above_0.9": None if empty else self.above / self.total,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from dft_mm.analysis.cli_args import parse_named, parse_settings
 from dft_mm.analysis.dataset_spec import resolve_dataset
 from dft_mm.analysis.histogram import TokenProbHistogram
 from dft_mm.analysis.markdown import md_code, md_table
@@ -34,8 +35,8 @@ IGNORE_INDEX = -100
 JSON_NAME, PNG_NAME, MD_NAME = "token_probs.json", "token_probs.png", "lowest_tokens.md"
 
 
-def supervised_token_probs(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Teacher-forced probabilities of the supervised targets of one collated batch.
+def supervised_token_logprobs(model, batch: dict, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forced log-probabilities of the supervised targets of one collated batch.
 
     Args:
         model: a causal LM (or VLM) whose forward takes the collator's keys.
@@ -44,7 +45,7 @@ def supervised_token_probs(model, batch: dict, chunk_size: int = 1024) -> tuple[
         chunk_size: supervised positions per fp32 softmax chunk (bounds the ``[n, V]`` upcast).
 
     Returns:
-        ``(probs [N] fp32, token_ids [N] long, targets_per_row [B] long)`` on the model's
+        ``(log_probs [N] fp32, token_ids [N] long, targets_per_row [B] long)`` on the model's
         device, N = number of supervised tokens, in row-major order.
     """
     device = next(model.parameters()).device
@@ -59,12 +60,12 @@ def supervised_token_probs(model, batch: dict, chunk_size: int = 1024) -> tuple[
     mask = kept != IGNORE_INDEX
     token_ids = kept[mask]  # [N]
     rows, cols = mask.nonzero(as_tuple=True)
-    probs = torch.cat([
+    log_probs = torch.cat([
         target_logprobs(logits[rows[i:i + chunk_size], cols[i:i + chunk_size]][None],
-                        token_ids[i:i + chunk_size][None], IGNORE_INDEX)[0][0].exp()
+                        token_ids[i:i + chunk_size][None], IGNORE_INDEX)[0][0]
         for i in range(0, token_ids.numel(), chunk_size)
     ]) if token_ids.numel() else torch.zeros(0, device=device)
-    return probs, token_ids, mask.sum(dim=1)
+    return log_probs, token_ids, mask.sum(dim=1)
 
 
 def model_statistics(pipeline, *, batch_size: int, bins: int, top_k: int, desc: str) -> dict:
@@ -78,8 +79,8 @@ def model_statistics(pipeline, *, batch_size: int, bins: int, top_k: int, desc: 
     pipeline.model.eval()
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, unit="batch"):
-            probs, token_ids, per_row = supervised_token_probs(pipeline.model, dict(batch))
-            histogram.add(probs, token_ids)
+            log_probs, token_ids, per_row = supervised_token_logprobs(pipeline.model, dict(batch))
+            histogram.add(log_probs, token_ids)
             without_targets += int((per_row == 0).sum())
     summary = histogram.summary()
     lowest = list(summary.pop("lowest_bin_tokens").items())[:top_k]
@@ -127,19 +128,6 @@ def lowest_tokens_markdown(models: dict, top_k: int) -> str:
     return "\n".join(lines)
 
 
-def parse_named(values: list[str], flag: str) -> dict[str, str]:
-    """``["NAME=DIR", ...]`` -> ordered ``{NAME: DIR}``; names must be unique."""
-    named: dict[str, str] = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"{flag} {value}: expected NAME=DIR.")
-        if name in named:
-            raise UserError(f"{flag} {value}: the name '{name}' is used twice.")
-        named[name] = path
-    return named
-
-
 def analyze_tokens(
     model: list[str],
     data: str,
@@ -156,15 +144,8 @@ def analyze_tokens(
     set_args: list[str] | None = None,
 ) -> dict:
     """Analyse every ``NAME=DIR`` in ``model`` on ``data``; write the three files; return the JSON."""
-    import yaml
-
     models = parse_named(model, "--model")
-    extra = {}
-    for item in set_args or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item}: expected KEY=VALUE (a LLaMA-Factory argument).")
-        extra[key] = yaml.safe_load(value)
+    extra = parse_settings(set_args)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = resolve_dataset(data, dataset_dir, Path(tempfile.mkdtemp(prefix="dft_mm_data_")))
@@ -185,9 +166,10 @@ def analyze_tokens(
         results[name] = {"model_dir": model_dir, **stats}
         _write_json(json_path, {"settings": settings, "models": results})
         del pipeline
-    payload = {"settings": settings, "models": results}
+    ordered = {name: results[name] for name in models} | results  # command-line order first
+    payload = {"settings": settings, "models": ordered}
     _write_json(json_path, payload)
-    plot_token_histograms({name: stats for name, stats in results.items()}, out_dir / PNG_NAME)
-    (out_dir / MD_NAME).write_text(lowest_tokens_markdown(results, top_k), encoding="utf-8")
+    plot_token_histograms(ordered, out_dir / PNG_NAME)
+    (out_dir / MD_NAME).write_text(lowest_tokens_markdown(ordered, top_k), encoding="utf-8")
     print(f"analyze tokens: wrote {json_path}, {out_dir / PNG_NAME}, {out_dir / MD_NAME}")
     return payload

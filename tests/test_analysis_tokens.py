@@ -1,0 +1,128 @@
+"""`dft-mm analyze tokens` on hand-made models whose target probabilities are known exactly.
+
+The tiny Qwen2 is rewired so every position predicts the same distribution ``q``: all
+attention / MLP outputs are zeroed (the residual stream is the embedding), every token embeds
+to the same vector, and the LM head maps it to ``log q``. LLaMA-Factory's ``qwen`` template
+supervises ``response + "<|im_end|>\\n"``, so the expected histogram follows from the
+responses alone, without running any of the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from dft_mm.analysis.token_probs import analyze_tokens
+from dft_mm.cli import main
+
+RESPONSES = ["2 + 3 = 5", "the answer is 3", "red green blue"]
+
+
+def _hand_made(tiny: Path, out: Path, token_probs: dict[str, float]) -> tuple[Path, dict[int, float]]:
+    """Copy of the tiny model predicting ``q`` everywhere; returns (dir, {token_id: q})."""
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny))
+    model = Qwen2ForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
+    vocab = model.config.vocab_size
+    named = {tokenizer.convert_tokens_to_ids(tokenizer.tokenize(text))[0]: p for text, p in token_probs.items()}
+    rest = (1.0 - sum(named.values())) / (vocab - len(named))
+    q = torch.full((vocab,), rest, dtype=torch.float64)
+    for token_id, p in named.items():
+        q[token_id] = p
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        hidden = torch.zeros(model.config.hidden_size)
+        hidden[0] = 1.0
+        model.model.embed_tokens.weight.copy_(hidden.expand_as(model.model.embed_tokens.weight))
+        scale = model.model.norm(hidden[None, None])[0, 0, 0].item()  # what RMSNorm makes of dim 0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[:, 0] = (q.log() / scale).float()
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    shutil.copy(tiny / "generation_config.json", out / "generation_config.json")
+    return out, {i: float(q[i]) for i in range(vocab)}
+
+
+def _expected(tokenizer_dir: Path, q: dict[int, float], bins: int = 10) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    ids = [i for text in RESPONSES for i in tokenizer.encode(text + "<|im_end|>\n", add_special_tokens=False)]
+    probs = [q[i] for i in ids]
+    counts = [0] * bins
+    for p in probs:
+        counts[min(int(p * bins), bins - 1)] += 1
+    return {"num_tokens": len(ids), "counts": counts, "mean": sum(probs) / len(probs),
+            "mean_log_prob": sum(math.log(p) for p in probs) / len(probs),
+            "share_below_0.1": sum(p < 0.1 for p in probs) / len(probs),
+            "share_above_0.9": sum(p > 0.9 for p in probs) / len(probs),
+            "lowest": Counter(i for i, p in zip(ids, probs) if p < 1 / bins)}
+
+
+@pytest.fixture(scope="module")
+def hand_made(tiny_text_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand_made")
+    a = _hand_made(tiny_text_model, root / "a", {"<|im_end|>": 0.55, "\n": 0.25, " =": 0.15})
+    b = _hand_made(tiny_text_model, root / "b", {"<|im_end|>": 0.95, " 3": 0.03})
+    data = root / "data.json"
+    rows = [{"instruction": f"question {i}: count the shapes", "input": "", "output": text} for i, text in enumerate(RESPONSES)]
+    data.write_text(json.dumps(rows))
+    return a, b, data
+
+
+def test_histograms_match_known_probabilities_and_prompt_tokens_are_masked(hand_made, tmp_path):
+    (dir_a, q_a), (dir_b, q_b), data = hand_made
+    out = tmp_path / "out"
+    payload = analyze_tokens([f"A={dir_a}", f"B={dir_b}"], str(data), "qwen", str(out), batch_size=2)
+    assert list(payload["models"]) == ["A", "B"]
+    for name, directory, q in (("A", dir_a, q_a), ("B", dir_b, q_b)):
+        stats, expected = payload["models"][name], _expected(directory, q)
+        assert stats["num_samples"] == 3 and stats["num_samples_dropped_by_llamafactory"] == 0
+        assert stats["num_tokens"] == expected["num_tokens"]  # prompt masked exactly as in training
+        assert stats["counts"] == expected["counts"]
+        assert stats["mean"] == pytest.approx(expected["mean"], rel=1e-5)
+        assert stats["mean_log_prob"] == pytest.approx(expected["mean_log_prob"], rel=1e-5)
+        assert stats["share_below_0.1"] == pytest.approx(expected["share_below_0.1"])
+        assert stats["share_above_0.9"] == pytest.approx(expected["share_above_0.9"])
+        lowest = {item["token_id"]: item["count"] for item in stats["lowest_bin_tokens"]}
+        assert lowest == dict(expected["lowest"].most_common(20))
+    assert payload["models"]["B"]["share_above_0.9"] > 0 and payload["models"]["A"]["counts"][5] > 0
+    on_disk = json.loads((out / "token_probs.json").read_text())
+    assert on_disk["models"]["A"]["counts"] == payload["models"]["A"]["counts"]
+    assert (out / "token_probs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "lowest_tokens.md").read_text()
+    assert "## A" in markdown and "## B" in markdown and '`"red"`' in markdown
+
+
+def test_rerun_skips_finished_models_and_refuses_other_settings(hand_made, tmp_path):
+    (dir_a, _), _, data = hand_made
+    out = tmp_path / "out"
+    first = analyze_tokens([f"A={dir_a}"], str(data), "qwen", str(out), max_samples=2)
+    moved = dir_a.with_name("a_moved")
+    dir_a.rename(moved)  # a rerun that tried to load the model would now fail
+    try:
+        again = analyze_tokens([f"A={dir_a}"], str(data), "qwen", str(out), max_samples=2)
+        assert again["models"]["A"] == first["models"]["A"]
+        assert main(["analyze", "tokens", "--model", f"A={dir_a}", "--data", str(data), "--template", "qwen",
+                     "--out", str(out), "--max-samples", "3"]) == 2  # other settings: a clear error, no overwrite
+        assert json.loads((out / "token_probs.json").read_text())["settings"]["max_samples"] == 2
+    finally:
+        moved.rename(dir_a)
+
+
+def test_bad_arguments_are_user_errors(tmp_path, capsys):
+    assert main(["analyze", "tokens", "--model", "nodir", "--data", "x.json", "--template", "qwen",
+                 "--out", str(tmp_path)]) == 2
+    assert "expected NAME=DIR" in capsys.readouterr().err
+    assert main(["analyze", "tokens", "--model", f"m={tmp_path}", "--data", str(tmp_path / "missing.json"),
+                 "--template", "qwen", "--out", str(tmp_path)]) == 2
+    assert "--dataset-dir" in capsys.readouterr().err
