@@ -180,12 +180,13 @@ def convert_wethink(input: str, image_root: str | Path, out: str | Path, limit: 
     stats.kept = len(records)
     result = stats.to_dict()
     result.update(limit=limit, check_images=check_images, image_root=str(image_root.resolve()))
-    info = {DATASET_NAME: _dataset_info_entry(bool(system_prompt))}
+    info = {DATASET_NAME: dataset_info_entry(bool(system_prompt))}
     write_outputs(Path(out), FILE_NAME, records, info, result)
     return result
 
 
-def _dataset_info_entry(with_system: bool) -> dict[str, Any]:
+def dataset_info_entry(with_system: bool = True) -> dict[str, Any]:
+    """The LLaMA-Factory ``dataset_info.json`` entry for the output (without ``system`` when no prompt)."""
     entry = {**DATASET_INFO_ENTRY, "columns": dict(DATASET_INFO_ENTRY["columns"])}
     if not with_system:
         del entry["columns"]["system"]
