@@ -174,11 +174,11 @@ def target_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
         labels: ``[B, T]`` shifted targets, ``ignore_index`` where unsupervised.
 
     Returns:
-        ``(token_logprobs [B, T] fp32, mask [B, T] bool)``.
+        ``(token_logprobs [B, T] fp32 (fp64 for fp64 logits), mask [B, T] bool)``.
     """
     mask = labels != ignore_index
     nll = F.cross_entropy(
-        logits.float().flatten(0, 1), labels.flatten(), ignore_index=ignore_index, reduction="none"
+        logits.to(torch.promote_types(logits.dtype, torch.float32)).flatten(0, 1), labels.flatten(), ignore_index=ignore_index, reduction="none"
     )
     return -nll.view_as(labels), mask
 

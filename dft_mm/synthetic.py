@@ -1,0 +1,170 @@
+"""Small synthetic tasks a tiny model can learn on a CPU in minutes (demo and tests).
+
+* Text: write a one-line Python function from its docstring (``Return x plus 3.`` ->
+  ``return x + 3``). Training rows are LLaMA-Factory alpaca records whose instruction is the
+  completion-mode prompt; the held-out set is a MultiPL-E-format JSONL scored by the real
+  MultiPL-E scorer.
+* Vision-language: name the colour of the shape in a drawn image. Training rows are
+  LLaMA-Factory sharegpt records in the WeThink converter's format
+  (``<think>...</think><answer>...</answer>``); the held-out set is a VLMEvalKit-format TSV
+  (base64 images) scored by the built-in VLM scorer.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import random
+from pathlib import Path
+
+OPERATIONS = (("plus", "+"), ("minus", "-"), ("times", "*"))
+FUNCTION_NAMES = ("shift", "scale", "adjust", "apply", "compute", "transform", "update", "step")
+PYTHON_STOP_TOKENS = ["\ndef", "\n#", "\nif", "\nclass"]
+COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (235, 210, 20)}
+SHAPES = ("square", "circle", "triangle")
+VL_SYSTEM = "You are a helpful assistant. Think step by step inside <think></think>, then answer inside <answer></answer>."
+
+
+def text_problems(count: int, seed: int) -> list[dict]:
+    """``count`` distinct function-writing problems: name, prompt, completion, tests."""
+    combos = [(n, op, k) for n in FUNCTION_NAMES for op in OPERATIONS for k in range(10)]
+    rng = random.Random(seed)
+    rng.shuffle(combos)
+    if count > len(combos):
+        raise ValueError(f"at most {len(combos)} distinct text problems; asked for {count}")
+    problems = []
+    for index, (name, (word, symbol), k) in enumerate(combos[:count]):
+        prompt = f'def {name}(x):\n    """Return x {word} {k}."""\n'
+        expected = {"+": lambda x: x + k, "-": lambda x: x - k, "*": lambda x: x * k}[symbol]
+        asserts = "".join(f"    assert candidate({x}) == {expected(x)}\n" for x in (0, 1, 7, -4))
+        problems.append(
+            {
+                "name": f"synthetic_{index}_{name}",
+                "prompt": prompt,
+                "completion": f"    return x {symbol} {k}\n",
+                "tests": f"\n\ndef check(candidate):\n{asserts}\ndef test_check():\n    check({name})\n\ntest_check()\n",
+            }
+        )
+    return problems
+
+
+def completion_prompt(prompt: str) -> str:
+    """The completion-mode prompt code benchmarks feed base models: stripped, plus a newline."""
+    return prompt.strip() + "\n"
+
+
+def split_problems(problems: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) with the held-out problems taken from the end."""
+    return problems[:-held_out], problems[-held_out:]
+
+
+def write_text_training_set(problems: list[dict], out_dir: Path, name: str = "synthetic_code") -> Path:
+    """Alpaca JSON + ``dataset_info.json`` entry ``name`` (LLaMA-Factory ``dataset_dir`` = out_dir)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"instruction": completion_prompt(p["prompt"]), "input": "", "output": p["completion"]} for p in problems]
+    (out_dir / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    _add_dataset_info(out_dir, name, {"file_name": f"{name}.json"})
+    return out_dir / f"{name}.json"
+
+
+def write_multipl_e_jsonl(problems: list[dict], path: Path) -> Path:
+    """Held-out problems in the MultiPL-E dataset format (python)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for p in problems:
+            record = {
+                "name": p["name"],
+                "language": "py",
+                "prompt": p["prompt"],
+                "doctests": "keep",
+                "original": "synthetic",
+                "prompt_terminology": "verbatim",
+                "tests": p["tests"],
+                "stop_tokens": PYTHON_STOP_TOKENS,
+            }
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+def draw_shape(colour: str, shape: str, size: int, rng: random.Random):
+    """A ``size`` x ``size`` RGB PIL image: one filled shape on white, jittered."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    margin = rng.randint(2, size // 6)
+    box = (margin, margin, size - 1 - rng.randint(2, size // 6), size - 1 - rng.randint(2, size // 6))
+    fill = COLOURS[colour]
+    if shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "circle":
+        draw.ellipse(box, fill=fill)
+    else:
+        draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=fill)
+    return image
+
+
+def vl_problems(count: int, seed: int, image_dir: Path, size: int = 56) -> list[dict]:
+    """``count`` colour questions with their images saved as PNG under ``image_dir``."""
+    rng = random.Random(seed)
+    image_dir.mkdir(parents=True, exist_ok=True)
+    problems = []
+    for index in range(count):
+        colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
+        path = image_dir / f"{seed}_{index}.png"
+        draw_shape(colour, shape, size, rng).save(path)
+        problems.append(
+            {
+                "index": index,
+                "image_path": str(path.resolve()),
+                "question": "What colour is the shape in the image?",
+                "answer": colour,
+                "reasoning": f"The image shows one {shape}. Its fill colour is {colour}.",
+            }
+        )
+    return problems
+
+
+def write_vl_training_set(problems: list[dict], out_dir: Path, name: str = "synthetic_colours") -> Path:
+    """Sharegpt JSON (``messages`` + ``images``) + ``dataset_info.json`` entry ``name``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": VL_SYSTEM},
+                {"role": "user", "content": "<image>" + p["question"]},
+                {"role": "assistant", "content": f"<think>{p['reasoning']}</think><answer>{p['answer']}</answer>"},
+            ],
+            "images": [p["image_path"]],
+        }
+        for p in problems
+    ]
+    (out_dir / f"{name}.json").write_text(json.dumps(rows, indent=1))
+    entry = {
+        "file_name": f"{name}.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "images": "images"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant", "system_tag": "system"},
+    }
+    _add_dataset_info(out_dir, name, entry)
+    return out_dir / f"{name}.json"
+
+
+def write_vlmevalkit_tsv(problems: list[dict], path: Path) -> Path:
+    """Held-out colour questions as a VLMEvalKit TSV: index, image (base64 PNG), question, answer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["index", "image", "question", "answer", "category"])
+        for p in problems:
+            image = base64.b64encode(Path(p["image_path"]).read_bytes()).decode()
+            writer.writerow([p["index"], image, p["question"], p["answer"], "colour"])
+    return path
+
+
+def _add_dataset_info(out_dir: Path, name: str, entry: dict) -> None:
+    info_path = out_dir / "dataset_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info[name] = entry
+    info_path.write_text(json.dumps(info, indent=2))
