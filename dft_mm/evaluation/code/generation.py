@@ -1,0 +1,203 @@
+"""``dft-mm eval code generate``: completions for HumanEval(+) / MultiPL-E as samples JSONL.
+
+Prompts follow each harness:
+
+* base models (default), HumanEval(+): EvalPlus direct completion - ``prompt.strip() + "\\n"``,
+  stop strings ``EVALPLUS_STOP`` (its end-of-function markers), 768 new tokens;
+* base models, MultiPL-E: the prompt as is, the row's ``stop_tokens``, 512 new tokens;
+* ``--chat``: the tokenizer's chat template, a user turn asking for the code and an assistant
+  turn that already opens a code block (EvalPlus's instruction/response-prefix scheme; for
+  MultiPL-E the prefix also repeats the prompt so the model continues the function); the reply
+  is cut at the closing fence. HumanEval(+) chat samples carry ``solution`` (the extracted
+  code), MultiPL-E ones ``completion``.
+
+Output: ``out/samples.jsonl`` with ``{"task_id", "index", "completion" | "solution"}`` (EvalPlus
+samples format; MultiPL-E rows also carry ``name``), appended and flushed per sample; a rerun
+skips the (task_id, index) pairs already there. Backends: ``hf`` (transformers, batched,
+KV cache, stop strings) and ``vllm`` (when installed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dft_mm.errors import UserError
+from dft_mm.evaluation.code import data as code_data
+from dft_mm.evaluation.code.scoring import truncate_at_stop
+
+EVALPLUS_STOP = ["<|endoftext|>", "<|endofmask|>", "</s>", "\nif __name__", "\ndef main(", "\nprint(",
+                 "\ndef ", "\nclass ", "\nimport ", "\nfrom ", "\nassert "]
+MAX_NEW_TOKENS = {"humaneval": 768, "humaneval+": 768, "multipl-e": 512}
+LANGUAGE_NAMES = {"python": "Python", "cpp": "C++", "java": "Java", "php": "PHP", "ts": "TypeScript",
+                  "cs": "C#", "sh": "Bash", "js": "JavaScript"}
+FENCE_NAMES = {"python": "python", "cpp": "cpp", "java": "java", "php": "php", "ts": "typescript",
+               "cs": "csharp", "sh": "bash", "js": "javascript"}
+SAMPLES = "samples.jsonl"
+
+
+def build_requests(benchmark: str, problems: list[dict], chat: bool) -> list[dict]:
+    """One request per problem: ``{"task_id", "text" (before chat templating), "prefix", "stop"}``."""
+    kind, language = code_data.parse_benchmark(benchmark)
+    requests = []
+    for problem in problems:
+        if kind == "multipl-e":
+            stop = code_data.stop_tokens_for(problem, language)
+            prompt = problem["prompt"]
+        else:
+            stop = EVALPLUS_STOP
+            prompt = problem["prompt"].strip() + "\n"
+        request = {"task_id": problem["task_id"], "text": prompt, "prefix": "", "stop": stop}
+        if chat:
+            name, fence = LANGUAGE_NAMES[language], FENCE_NAMES[language]
+            request["text"] = (f"Please provide a self-contained {name} script that solves the following problem "
+                               f"in a markdown code block:\n```{fence}\n{prompt.rstrip()}\n```\n")
+            request["prefix"] = (f"Below is a {name} script with a self-contained function that solves the problem "
+                                 f"and passes corresponding tests:\n```{fence}\n")
+            if kind == "multipl-e":
+                request["prefix"] += prompt
+            request["stop"] = ["\n```"] + ([] if kind != "multipl-e" else stop)
+        requests.append(request)
+    return requests
+
+
+def _finished(path: Path) -> set[tuple[str, int]]:
+    done = set()
+    if path.is_file():
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # cut short by a kill: regenerate it
+                    continue
+                done.add((row["task_id"], int(row.get("index", 0))))
+    return done
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a partial last line left by a killed run, so appends start on a fresh line."""
+    if path.is_file() and path.stat().st_size:
+        raw = path.read_bytes()
+        if not raw.endswith(b"\n"):
+            path.write_bytes(raw[: raw.rfind(b"\n") + 1])
+
+
+class HFBackend:
+    """transformers ``generate``: left-padded batches, KV cache, greedy or sampled, stop strings."""
+
+    def __init__(self, model: str, chat: bool):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
+        self.device = device
+        if chat and not self.tokenizer.chat_template:
+            raise UserError(f"--chat needs a chat template, but the tokenizer in {model} has none; drop --chat "
+                            "for base-model completion mode")
+
+    def render(self, request: dict, chat: bool) -> str:
+        if not chat:
+            return request["text"]
+        messages = [{"role": "user", "content": request["text"]}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + request["prefix"]
+
+    def generate(self, prompts: list[str], stop: list[str], max_new_tokens: int, temperature: float,
+                 top_p: float) -> list[str]:
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs = {"max_new_tokens": max_new_tokens, "use_cache": True, "pad_token_id": self.tokenizer.pad_token_id,
+                  "stop_strings": stop, "tokenizer": self.tokenizer}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        with self.torch.no_grad():
+            output = self.model.generate(**encoded, **kwargs)
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+class VLLMBackend:
+    """vLLM offline engine (used when ``--backend vllm`` and vllm is importable)."""
+
+    def __init__(self, model: str, chat: bool):
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise UserError("--backend vllm needs the vllm package: pip install 'dft_mm[vllm]'") from err
+        self.llm = LLM(model=model)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    render = HFBackend.render
+
+    def generate(self, prompts: list[str], stop: list[str], max_new_tokens: int, temperature: float,
+                 top_p: float) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens, stop=stop)
+        return [out.outputs[0].text for out in self.llm.generate(prompts, params, use_tqdm=False)]
+
+
+def _sample_row(benchmark_kind: str, request: dict, index: int, text: str, chat: bool) -> dict:
+    text = truncate_at_stop(text, request["stop"])
+    row = {"task_id": request["task_id"], "index": index}
+    if benchmark_kind == "multipl-e":
+        row["name"] = request["task_id"]
+        row["completion"] = text
+    elif chat:
+        row["solution"] = text
+    else:
+        row["completion"] = text
+    return row
+
+
+def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = "hf", n_samples: int = 1,
+             temperature: float = 0.0, top_p: float = 0.95, chat: bool = False, data: str | Path | None = None,
+             batch_size: int = 8, max_new_tokens: int | None = None, limit: int | None = None) -> Path:
+    """Write ``n_samples`` completions per problem to ``out/samples.jsonl`` (resumable); returns its path."""
+    from tqdm import tqdm
+
+    kind, _ = code_data.parse_benchmark(benchmark)
+    if n_samples > 1 and temperature == 0:
+        raise UserError(f"--n-samples {n_samples} with --temperature 0 gives identical samples; "
+                        "use --temperature > 0 (e.g. 0.8) for pass@k with k > 1")
+    problems = code_data.load_problems(benchmark, data)[: limit or None]
+    requests = build_requests(benchmark, problems, chat)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / SAMPLES
+    _repair_tail(path)
+    done = _finished(path)
+    todo = [(r, i) for r in requests for i in range(n_samples) if (r["task_id"], i) not in done]
+    if not todo:
+        print(f"{benchmark}: all {len(requests) * n_samples} samples already in {path}")
+        return path
+    engine = (VLLMBackend if backend == "vllm" else HFBackend)(str(model), chat)
+    # A batch shares one stop list (a sequence must not stop at another problem's stop string);
+    # similar prompt lengths share a batch: less padding.
+    todo.sort(key=lambda item: (item[0]["stop"], len(item[0]["text"])))
+    batches, current = [], []
+    for item in todo:
+        if current and (len(current) == batch_size or current[0][0]["stop"] != item[0]["stop"]):
+            batches.append(current)
+            current = []
+        current.append(item)
+    batches.append(current)
+    limit_tokens = max_new_tokens or MAX_NEW_TOKENS[kind]
+    with open(path, "a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"{benchmark}: generating",
+                                                           unit="sample") as bar:
+        for batch in batches:
+            texts = engine.generate([engine.render(r, chat) for r, _ in batch], batch[0][0]["stop"], limit_tokens,
+                                    temperature, top_p)
+            for (request, index), text in zip(batch, texts):
+                handle.write(json.dumps(_sample_row(kind, request, index, text, chat)) + "\n")
+                handle.flush()
+            bar.update(len(batch))
+    return path
