@@ -153,7 +153,7 @@ def test_tiny_training_run_on_converted_data(recipe_name, layout, tiny_text_mode
     config_path.write_text(yaml.safe_dump(config))
     env = {**os.environ, **OFFLINE, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("DFT_MM_DISABLE", None)
-    done = subprocess.run([_llamafactory_cli(), "train", str(config_path)], env=env, cwd=tmp_path,
+    done = subprocess.run([_llamafactory_cli(), "train", str(config_path)], check=False, env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     if vl:

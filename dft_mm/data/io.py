@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+
+from tqdm import tqdm
 
 from dft_mm.errors import UserError
 
@@ -177,6 +180,26 @@ def open_rows(source: str, split: str = "train") -> tuple[Iterable[Row], int | N
     return (_as_row(f"{source}[{i}]", obj) for i, obj in enumerate(dataset)), len(dataset)
 
 
+def convert_rows(rows: Iterable[Row], total: int | None, desc: str, convert: Callable[[dict[str, Any]], dict[str, Any]],
+                 stats: ConversionStats, limit: int | None = None) -> list[dict[str, Any]]:
+    """``convert`` every row under a tqdm bar; rows that fail to parse or raise :class:`RowError`
+    are counted in ``stats`` (never raised). Stops after ``limit`` converted rows when given."""
+    records: list[dict[str, Any]] = []
+    with tqdm(rows, total=total, desc=desc, unit="row") as progress:
+        for row in progress:
+            if limit is not None and len(records) >= limit:
+                break
+            stats.read += 1
+            if row.data is None:
+                stats.skip_unparsed(row)
+                continue
+            try:
+                records.append(convert(row.data))
+            except RowError as err:
+                stats.skip(err.reason, row.where)
+    return records
+
+
 def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Write ``records`` as JSON lines to ``path`` via a temporary file; returns the count."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +234,14 @@ def write_outputs(out_dir: Path, file_name: str, records: Iterable[dict[str, Any
     write_json(out_dir / "dataset_info.json", dataset_info)
     write_json(out_dir / "stats.json", stats)
     return data_path
+
+
+def add_io_arguments(parser, hub_id: str) -> None:
+    """The ``--input``/``--out``/``--split`` options every converter takes (``hub_id`` for the help)."""
+    parser.add_argument("--input", required=True,
+                        help=f"local .json/.jsonl/.parquet file or directory, or an HF dataset id ({hub_id})")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--split", default="train", help="split when --input is an HF dataset id")
 
 
 def print_stats(title: str, stats: dict[str, Any]) -> None:

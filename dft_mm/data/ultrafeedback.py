@@ -22,9 +22,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from dft_mm.data.io import ConversionStats, RowError, open_rows, print_stats, write_outputs
+from dft_mm.data.io import (
+    ConversionStats,
+    RowError,
+    add_io_arguments,
+    convert_rows,
+    open_rows,
+    print_stats,
+    write_outputs,
+)
 from dft_mm.errors import UserError
 
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
@@ -116,16 +122,7 @@ def convert_ultrafeedback(input: str, out: str | Path, num_prompts: int = 10000,
     """
     stats = ConversionStats()
     rows, total = open_rows(input, split=split)
-    valid: list[dict[str, Any]] = []
-    for row in tqdm(rows, total=total, desc="ultrafeedback", unit="row"):
-        stats.read += 1
-        if row.data is None:
-            stats.skip_unparsed(row)
-            continue
-        try:
-            valid.append(convert_row(row.data))
-        except RowError as err:
-            stats.skip(err.reason, row.where)
+    valid = convert_rows(rows, total, "ultrafeedback", convert_row, stats)
     if not valid:
         raise UserError(f"{input}: no usable UltraFeedback rows (skipped: {dict(stats.skipped)}); "
                         "expected rows with instruction and rated completions[]")
@@ -154,10 +151,7 @@ def register(data_subparsers) -> None:
     parser = data_subparsers.add_parser(
         "ultrafeedback", help="UltraFeedback -> best-response SFT data (alpaca JSONL)",
         description="Keep each prompt's best-rated response, sample --num-prompts of them.")
-    parser.add_argument("--input", required=True, help="local .json/.jsonl/.parquet file or directory, or an HF "
-                        "dataset id (openbmb/UltraFeedback)")
-    parser.add_argument("--out", required=True, help="output directory")
+    add_io_arguments(parser, "openbmb/UltraFeedback")
     parser.add_argument("--num-prompts", type=int, default=10000, help="prompts to sample (<= 0: all valid rows)")
     parser.add_argument("--seed", type=int, default=42, help="sampling seed")
-    parser.add_argument("--split", default="train", help="split when --input is an HF dataset id")
     parser.set_defaults(handler=_cli)

@@ -27,9 +27,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
-from dft_mm.data.io import ConversionStats, RowError, open_rows, print_stats, write_outputs
+from dft_mm.data.io import (
+    ConversionStats,
+    RowError,
+    add_io_arguments,
+    convert_rows,
+    open_rows,
+    print_stats,
+    write_outputs,
+)
 from dft_mm.errors import UserError
 
 # The system prompt WeThink's reference inference code uses (the model expects it).
@@ -160,20 +166,9 @@ def convert_wethink(input: str, image_root: str | Path, out: str | Path, limit: 
                         "pass the folder that image_path values are relative to")
     stats = ConversionStats()
     rows, total = open_rows(input, split=split)
-    records: list[dict[str, Any]] = []
-    progress = tqdm(rows, total=total, desc="wethink", unit="row")
-    for row in progress:
-        if limit is not None and len(records) >= limit:
-            break
-        stats.read += 1
-        if row.data is None:
-            stats.skip_unparsed(row)
-            continue
-        try:
-            records.append(convert_row(row.data, image_root, stats, check_images, system_prompt))
-        except RowError as err:
-            stats.skip(err.reason, row.where)
-    progress.close()
+    records = convert_rows(rows, total, "wethink",
+                           lambda data: convert_row(data, image_root, stats, check_images, system_prompt),
+                           stats, limit=limit)
     if not records:
         raise UserError(f"{input}: no usable WeThink rows (skipped: {dict(stats.skipped)}); check --image-root "
                         "and that rows have problem, answer, refined_cot, image_path")
@@ -206,13 +201,10 @@ def register(data_subparsers) -> None:
     parser = data_subparsers.add_parser(
         "wethink", help="WeThink -> multimodal sharegpt data (JSONL)",
         description="Convert WeThink rows to LLaMA-Factory sharegpt rows with <think>/<answer> targets.")
-    parser.add_argument("--input", required=True, help="local .json/.jsonl/.parquet file or directory, or an HF "
-                        "dataset id (yangjie-cv/WeThink_Multimodal_Reasoning_120K)")
+    add_io_arguments(parser, "yangjie-cv/WeThink_Multimodal_Reasoning_120K")
     parser.add_argument("--image-root", required=True, help="folder that the rows' image_path values are relative to")
-    parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--limit", type=int, default=None, help="stop after N kept rows")
     parser.add_argument("--check-images", action="store_true", help="decode every image with PIL (slower)")
     parser.add_argument("--system-prompt", default=WETHINK_SYSTEM_PROMPT,
                         help="system prompt for every row ('' for none; default: WeThink's)")
-    parser.add_argument("--split", default="train", help="split when --input is an HF dataset id")
     parser.set_defaults(handler=_cli)
