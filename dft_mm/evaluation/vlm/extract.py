@@ -48,7 +48,7 @@ class Extraction:
     """``answer``: the extracted final answer (an option letter for multiple choice) or None.
     ``method``: which rule produced it (``tag``, ``boxed``, ``phrase``, ``option``,
     ``last_expression``, ``whole``, ``judge``) or why nothing was found (``empty``, ``none``,
-    ``ambiguous``)."""
+    ``ambiguous``, ``judge_none``: the judge saw no single final answer)."""
 
     answer: str | None
     method: str
@@ -93,9 +93,10 @@ def _phrase(text: str) -> str | None:
 
 
 def _last_expression(text: str) -> str | None:
-    spans = [(m.start(), next(g for g in m.groups() if g is not None)) for m in _MATH_SPAN.finditer(text)]
-    numbers = [(m.start(), m.group(0)) for m in _NUMBER.finditer(text)]
-    found = spans + numbers
+    spans = [(m.start(), m.end(), next(g for g in m.groups() if g is not None)) for m in _MATH_SPAN.finditer(text)]
+    numbers = [(m.start(), m.end(), m.group(0)) for m in _NUMBER.finditer(text)
+               if not any(start <= m.start() < end for start, end, _ in spans)]
+    found = [(start, value) for start, _, value in spans + numbers]
     if not found:
         return None
     return max(found, key=lambda item: item[0])[1].strip()

@@ -127,8 +127,7 @@ def score_predictions(
             extraction = extract_answer(prediction, options)
             if client is not None and extraction.method in JUDGE_WHEN:
                 answer = client.extract(_question_text(row), str(prediction), options)
-                if answer is not None:
-                    extraction = Extraction(answer, "judge")
+                extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
             cache.put(row["index"], prediction, judge, extraction)
         methods[extraction.method] += 1
         hit = is_hit(extraction.answer, row["answer"], options)
