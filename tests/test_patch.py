@@ -1,0 +1,104 @@
+"""The patch itself: YAML key validation through LLaMA-Factory's parser, the .pth hook."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import dft_mm
+from dft_mm.llamafactory.metrics import StatsWindow
+from dft_mm.losses import dft_loss_and_stats
+
+
+@pytest.fixture(scope="module")
+def parse(tiny_text_model, tmp_path_factory):
+    """Parse a training dict with LLaMA-Factory's own ``get_train_args`` (patch applied)."""
+    dft_mm.apply()
+    from llamafactory.hparams import get_train_args
+
+    out = tmp_path_factory.mktemp("parse")
+
+    def _parse(**keys):
+        args = {
+            "model_name_or_path": str(tiny_text_model), "stage": "sft", "do_train": True, "finetuning_type": "full",
+            "dataset": "unused", "template": "qwen", "output_dir": str(out), "overwrite_output_dir": True,
+            "report_to": "none", **keys,
+        }
+        return get_train_args(args)[3]
+
+    return _parse
+
+
+def test_defaults_and_keys(parse):
+    args = parse()
+    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused) == ("nll", "token", 1.0, "auto")
+    args = parse(sft_loss="dft", dft_level="geomean", dft_alpha=0.5, dft_fused=False)
+    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused) == ("dft", "geomean", 0.5, "false")
+
+
+def test_upstream_use_dft_loss_maps_to_sft_loss_dft(parse):
+    args = parse(use_dft_loss=True)
+    assert args.sft_loss == "dft" and args.use_dft_loss is False  # upstream's own DFT path stays off
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        ({"sft_loss": "kl"}, "sft_loss must be 'nll' or 'dft'"),
+        ({"sft_loss": "dft", "dft_level": "word"}, "dft_level must be one of token, sentence, geomean"),
+        ({"sft_loss": "dft", "dft_alpha": -1}, "dft_alpha must be a finite number >= 0"),
+        ({"sft_loss": "dft", "dft_alpha": "high"}, "dft_alpha must be a finite number >= 0"),
+        ({"sft_loss": "dft", "dft_fused": "maybe"}, "dft_fused must be one of auto, true, false"),
+        ({"sft_loss": "dft", "use_eaft_loss": True}, "conflicts with use_eaft_loss"),
+        ({"sft_loss": "dft", "use_asft_loss": True}, "conflicts with use_asft_loss"),
+        ({"use_dft_loss": True, "sft_loss": "nll"}, "use_dft_loss: true conflicts with sft_loss: nll"),
+        ({"dft_level": "sentence"}, "only apply with sft_loss: dft"),
+    ],
+)
+def test_bad_values_and_conflicts_are_errors(parse, keys, message):
+    with pytest.raises(ValueError, match=message):
+        parse(**keys)
+
+
+def _python(code: str, **env) -> str:
+    import os
+
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # llamafactory may log a warning line first
+
+
+def test_pth_hook_is_lazy_idempotent_and_can_be_disabled():
+    probe = (
+        "import sys; from dft_mm.llamafactory import pth_hook; pth_hook.install(); pth_hook.install(); "
+        "print('torch' in sys.modules, sum(isinstance(f, pth_hook.DftMmFinder) for f in sys.meta_path))"
+    )
+    assert _python(probe) == "False 1"  # installed at start-up by the .pth, no torch imported
+    assert _python(probe.replace("pth_hook.install(); pth_hook.install(); ", ""), DFT_MM_DISABLE="1") == "False 0"
+
+
+def test_hook_patches_llamafactory_on_import():
+    code = (
+        "from llamafactory.hparams import parser; "
+        "print([c.__name__ for c in parser._TRAIN_ARGS if 'Finetuning' in c.__name__])"
+    )
+    assert _python(code) == "['DftFinetuningArguments']"
+    assert _python(code, DFT_MM_DISABLE="1") == "['FinetuningArguments']"
+
+
+def test_all_masked_micro_batch_backpropagates_zero_through_a_real_model(tiny_text_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_model)
+    input_ids = torch.randint(0, 100, (2, 6))
+    labels = torch.full_like(input_ids, -100)
+    loss, stats = dft_loss_and_stats(model(input_ids=input_ids).logits, labels, num_items_in_batch=17)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is not None and torch.count_nonzero(p.grad) == 0 for p in model.parameters() if p.requires_grad)
+    window = StatsWindow()
+    window.add(stats)
+    assert window.flush(torch.device("cpu")) == {}  # nothing supervised: no metric rather than 0/0
