@@ -90,17 +90,22 @@ def test_json_array_and_parquet_inputs_match_jsonl(tmp_path):
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
+    (tmp_path / "shards").mkdir()  # a directory of shards, as an HF snapshot download has
+    pd.DataFrame(rows[:5]).to_parquet(tmp_path / "shards" / "train-00000.parquet")
+    pd.DataFrame(rows[5:]).to_parquet(tmp_path / "shards" / "train-00001.parquet")
     outputs = []
-    for name in ("rows.jsonl", "rows.json", "rows.parquet"):
-        convert_ultrafeedback(str(tmp_path / name), tmp_path / name.replace(".", "_"), num_prompts=0)
-        outputs.append(_records(tmp_path / name.replace(".", "_")))
-    assert outputs[0] == outputs[1] == outputs[2]
+    for name in ("rows.jsonl", "rows.json", "rows.parquet", "shards"):
+        convert_ultrafeedback(str(tmp_path / name), tmp_path / ("out_" + name.replace(".", "_")), num_prompts=0)
+        outputs.append(_records(tmp_path / ("out_" + name.replace(".", "_"))))
+    assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
     assert len(outputs[0]) == len(rows) - 4  # no completions, all N/A, only empty responses, blank instruction
 
 
 def test_cli_reports_bad_inputs_without_traceback(tmp_path, capsys):
     assert main(["data", "ultrafeedback", "--input", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path)]) == 2
     assert "missing.jsonl: no such file" in capsys.readouterr().err
+    assert main(["data", "ultrafeedback", "--input", "data/missing.jsonl", "--out", str(tmp_path)]) == 2
+    assert "data/missing.jsonl: no such file" in capsys.readouterr().err  # not mistaken for an HF id
     # an HF id goes through datasets.load_dataset; offline it fails with a message naming the id
     assert main(["data", "ultrafeedback", "--input", "openbmb/UltraFeedback", "--out", str(tmp_path)]) == 2
     assert "openbmb/UltraFeedback" in capsys.readouterr().err

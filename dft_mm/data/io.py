@@ -174,7 +174,7 @@ def open_rows(source: str, split: str = "train") -> tuple[Iterable[Row], int | N
                             else _iter_json_lines(file) if file.suffix == ".jsonl" else _iter_json(file))
 
         return rows(), total
-    if source.count("/") != 1 or source.startswith((".", "/")):
+    if source.count("/") != 1 or source.startswith((".", "/", "~")) or path.suffix in LOCAL_SUFFIXES:
         raise UserError(f"{source}: no such file or directory (and not a Hugging Face dataset id like owner/name)")
     dataset = _load_hub(source, split)
     return (_as_row(f"{source}[{i}]", obj) for i, obj in enumerate(dataset)), len(dataset)
