@@ -89,8 +89,8 @@ def _result(status: str, run: ExecResult, exit_code: int | None = None) -> dict:
             "stdout": run.stdout, "stderr": run.stderr}
 
 
-def _python(box: Sandbox, path: str) -> dict:
-    run = box.run(["python3", path], STEP_TIMEOUT_S)
+def _python(box: Sandbox, path: str, run_s: float) -> dict:
+    run = box.run(["python3", path], run_s)
     if run.timeout:
         return _result("Timeout", run)
     if run.exit_code == 0:
@@ -104,29 +104,29 @@ def _compiled_run_status(run: ExecResult) -> str:
     return "OK" if run.exit_code == 0 else "Exception"
 
 
-def _cpp(box: Sandbox, path: str) -> dict:
+def _cpp(box: Sandbox, path: str, run_s: float) -> dict:
     build = box.run(["g++", path, "-o", "program", "-std=c++17"], STEP_TIMEOUT_S)
     if build.exit_code != 0:
         return _result("SyntaxError", build)
-    run = box.run(["./program"], STEP_TIMEOUT_S)
+    run = box.run(["./program"], run_s)
     return _result(_compiled_run_status(run), run)
 
 
-def _java(box: Sandbox, path: str) -> dict:
+def _java(box: Sandbox, path: str, run_s: float) -> dict:
     jar = _javatuples()
     env = {"CLASSPATH": jar}
     build = box.run(["javac", "-encoding", "UTF8", "-d", "classes", path], STEP_TIMEOUT_S, env=env)
     if build.exit_code != 0:
         return _result("SyntaxError", build)
-    run = box.run(["java", "-ea", "-cp", f"classes:{jar}", "Problem"], STEP_TIMEOUT_S, env=env)
+    run = box.run(["java", "-ea", "-cp", f"classes:{jar}", "Problem"], run_s, env=env)
     return _result(_compiled_run_status(run), run)
 
 
-def _cs(box: Sandbox, path: str) -> dict:
+def _cs(box: Sandbox, path: str, run_s: float) -> dict:
     build = box.run([_cs_compiler(), "/d:DEBUG", "-r:System.Numerics.dll", path, "/out:program.exe"], STEP_TIMEOUT_S)
     if build.exit_code != 0:
         return _result("SyntaxError", build)
-    run = box.run(["mono", "program.exe"], MONO_TIMEOUT_S, env={"MONO_TRACE_LISTENER": "Console.Error"})
+    run = box.run(["mono", "program.exe"], min(MONO_TIMEOUT_S, run_s), env={"MONO_TRACE_LISTENER": "Console.Error"})
     if run.timeout:
         return _result("Timeout", run)
     # MultiPL-E judges mono by stderr only (its exit code is 0 on a failed Debug.Assert); a program
@@ -135,8 +135,8 @@ def _cs(box: Sandbox, path: str) -> dict:
     return _result("Exception" if failed or run.output_limit_exceeded else "OK", run)
 
 
-def _php(box: Sandbox, path: str) -> dict:
-    run = box.run(["php", path], STEP_TIMEOUT_S)
+def _php(box: Sandbox, path: str, run_s: float) -> dict:
+    run = box.run(["php", path], run_s)
     if "PHP Parse error" in run.stdout:
         return _result("SyntaxError", run)
     return _result("Exception" if run.exit_code != 0 else "OK", run)
@@ -154,21 +154,21 @@ def _node_status(run: ExecResult) -> str:
     return "Exception"
 
 
-def _ts(box: Sandbox, path: str) -> dict:
+def _ts(box: Sandbox, path: str, run_s: float) -> dict:
     build = box.run(["tsc", "--target", "esnext", path], STEP_TIMEOUT_S)
     if build.exit_code != 0:
         return _result("SyntaxError", build)
-    run = box.run(["node", path[: -len(".ts")] + ".js"], STEP_TIMEOUT_S)
+    run = box.run(["node", path[: -len(".ts")] + ".js"], run_s)
     return _result(_node_status(run), run)
 
 
-def _js(box: Sandbox, path: str) -> dict:
-    run = box.run(["node", path], STEP_TIMEOUT_S)
+def _js(box: Sandbox, path: str, run_s: float) -> dict:
+    run = box.run(["node", path], run_s)
     return _result(_node_status(run), run)
 
 
-def _sh(box: Sandbox, path: str) -> dict:
-    run = box.run(["bash", path], STEP_TIMEOUT_S)
+def _sh(box: Sandbox, path: str, run_s: float) -> dict:
+    run = box.run(["bash", path], run_s)
     if run.timeout:
         return _result("Timeout", run)
     if run.exit_code == 0:
@@ -176,18 +176,19 @@ def _sh(box: Sandbox, path: str) -> dict:
     return _result("SyntaxError" if "syntax error" in run.stderr else "Exception", run)
 
 
-EVALUATORS: dict[str, Callable[[Sandbox, str], dict]] = {
+EVALUATORS: dict[str, Callable[[Sandbox, str, float], dict]] = {
     "python": _python, "cpp": _cpp, "java": _java, "cs": _cs, "php": _php, "ts": _ts, "js": _js, "sh": _sh,
 }
 
 
-def evaluate_program(language: str, program: str, slot: int = 0) -> dict:
+def evaluate_program(language: str, program: str, slot: int = 0, run_timeout_s: float = STEP_TIMEOUT_S) -> dict:
     """Execute one MultiPL-E program (``prompt + completion + "\\n" + tests``) in a fresh sandbox.
 
     Returns MultiPL-E's per-program record: ``{"status", "exit_code", "stdout", "stderr"}``
-    (stdout/stderr truncated to 2048 bytes each, as MultiPL-E keeps them).
+    (stdout/stderr truncated to 2048 bytes each, as MultiPL-E keeps them). ``run_timeout_s``
+    bounds each run step (MultiPL-E: 15 s; mono at most 5 s); compiles always get 15 s.
     """
     with Sandbox(slot=slot) as box:
         name = "program" + EXTENSIONS[language]
         box.write(name, program)
-        return EVALUATORS[language](box, name)
+        return EVALUATORS[language](box, name, run_timeout_s)
