@@ -16,7 +16,8 @@
   With N problems: ``score_strict = (N - 0.5*IG - RM_strict - IK) / N`` (``score_loose``
   with RM_loose); IK, IG, CM rates are over N; RM rates are RM / (CM + RM) of the same
   flavour; S1 = accuracy over step rows, S2 / S3 = accuracy of the 2- / 3-step multi rows.
-  A problem with missing rows is left out and counted in ``incomplete_problems``.
+  A problem with missing rows is left out and counted in ``incomplete_problems``; a metric
+  with nothing to measure (no 3-step problem, say) is None.
 
 Example::
 
@@ -31,8 +32,9 @@ import re
 from collections import defaultdict
 
 
-def _percent(part: float, whole: float) -> float:
-    return 100.0 * part / whole if whole else 0.0
+def _percent(part: float, whole: float) -> float | None:
+    """``100 * part / whole``; None when nothing was measured (``whole == 0``)."""
+    return 100.0 * part / whole if whole else None
 
 
 def accuracy_by(rows: list[dict], key: str | None) -> tuple[dict[str, float], dict[str, list[int]]]:
@@ -98,7 +100,7 @@ def _wemath_problems(rows: list[dict]) -> tuple[list[tuple[list[bool], bool, int
     return complete, incomplete, unkeyed
 
 
-def wemath_metrics(rows: list[dict]) -> tuple[dict[str, float], dict]:
+def wemath_metrics(rows: list[dict]) -> tuple[dict[str, float | None], dict]:
     """WeMath's four-dimensional metrics and step accuracies (see module docstring)."""
     problems, incomplete, unkeyed = _wemath_problems(rows)
     n = len(problems)

@@ -83,14 +83,14 @@ def _write_scored(path: Path, rows: list[dict]) -> None:
             writer.writerow(["" if row.get(column) is None else row[column] for column in columns])
 
 
-def _write_score_csv(path: Path, metrics: dict[str, float], counts: dict) -> None:
+def _write_score_csv(path: Path, metrics: dict[str, float | None], counts: dict) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["metric", "value", "count", "total"])
         for name, value in metrics.items():
             count = counts.get(name)
             hit, total = (count if isinstance(count, list) else [count, ""]) if count is not None else ["", ""]
-            writer.writerow([name, f"{value:.2f}", hit, total])
+            writer.writerow([name, "" if value is None else f"{value:.2f}", hit, total])
 
 
 def score_predictions(
@@ -137,7 +137,7 @@ def score_predictions(
 
         raise UserError(f"{predictions}: no row could be scored ({dict(skipped)}); check the file's 'answer' column")
     metrics, counts = _metrics(spec.benchmark, scored)
-    result = {name: round(value, 4) for name, value in metrics.items()}
+    result = {name: None if value is None else round(value, 4) for name, value in metrics.items()}
     result["details"] = {
         "dataset": spec.name, "benchmark": spec.benchmark, "predictions": str(predictions),
         "rows": len(rows), "scored": len(scored), "skipped": dict(skipped),
