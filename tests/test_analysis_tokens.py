@@ -126,3 +126,23 @@ def test_bad_arguments_are_user_errors(tmp_path, capsys):
     assert main(["analyze", "tokens", "--model", f"m={tmp_path}", "--data", str(tmp_path / "missing.json"),
                  "--template", "qwen", "--out", str(tmp_path)]) == 2
     assert "--dataset-dir" in capsys.readouterr().err
+    assert main(["analyze", "tokens", "--model", f"m={tmp_path}", "--data", "x", "--template", "qwen",
+                 "--out", str(tmp_path), "--bins", "7"]) == 2
+    assert "--bins 7" in capsys.readouterr().err
+
+
+def test_lora_output_dir_is_analysed_with_its_adapter(tiny_text_model, hand_made, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    _, _, data = hand_made
+    torch.manual_seed(0)
+    peft_model = get_peft_model(Qwen2ForCausalLM.from_pretrained(str(tiny_text_model)),
+                                LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(str(tmp_path / "lora"))  # adapter_config.json names the base model dir
+    peft_model.merge_and_unload().save_pretrained(str(tmp_path / "merged"))
+    AutoTokenizer.from_pretrained(str(tiny_text_model)).save_pretrained(str(tmp_path / "merged"))
+    models = analyze_tokens([f"base={tiny_text_model}", f"lora={tmp_path / 'lora'}", f"merged={tmp_path / 'merged'}"],
+                            str(data), "qwen", str(tmp_path / "out"))["models"]
+    assert models["lora"]["mean_log_prob"] == pytest.approx(models["merged"]["mean_log_prob"], rel=1e-5)
+    assert models["lora"]["mean_log_prob"] != pytest.approx(models["base"]["mean_log_prob"], rel=1e-5)

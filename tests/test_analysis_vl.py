@@ -45,7 +45,8 @@ def test_vl_targets_are_the_answers_and_match_the_models_own_loss(tiny_vl_model,
     assert image_pad not in {item["token_id"] for item in stats["lowest_bin_tokens"]}
 
     # Independent of our position selection: HF's own mean NLL on the same collated batch.
-    pipeline = load_sft_pipeline(str(tiny_vl_model), resolve_dataset(str(vl_data), None, tmp_path / "spec"), "qwen2_vl")
+    spec = resolve_dataset(str(vl_data), None, tmp_path / "spec")
+    pipeline = load_sft_pipeline(str(tiny_vl_model), spec, "qwen2_vl", tmp_path / "scratch")
     batch = pipeline.collator([pipeline.dataset[i] for i in range(len(pipeline.dataset))])
     assert batch["pixel_values"].numel() > 0 and batch["position_ids"].dim() == 3  # images + mrope reached the model
     with torch.no_grad():

@@ -12,7 +12,6 @@ for Qwen2-VL-style models). Imports of llamafactory happen inside the function.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ def load_sft_pipeline(
     model_dir: str,
     spec: DatasetSpec,
     template: str,
+    work_dir: Path,
     *,
     cutoff_len: int = 2048,
     max_samples: int | None = None,
@@ -58,6 +58,8 @@ def load_sft_pipeline(
     extra_args: dict | None = None,
 ) -> SftPipeline:
     """Tokenize ``spec`` for the model in ``model_dir`` exactly as ``llamafactory-cli train`` would.
+
+    ``work_dir`` is a scratch folder (LLaMA-Factory's ``output_dir``; nothing is saved there).
 
     ``dtype`` is LLaMA-Factory's ``infer_dtype`` (``auto`` follows the model config and the
     device); ``extra_args`` are further LLaMA-Factory keys (e.g. ``image_max_pixels``,
@@ -79,7 +81,7 @@ def load_sft_pipeline(
         "cutoff_len": cutoff_len,
         "max_samples": max_samples,
         "infer_dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype),
-        "output_dir": tempfile.mkdtemp(prefix="dft_mm_analysis_"),
+        "output_dir": str(work_dir),
         "report_to": "none",
         **({"media_dir": spec.media_dir} if spec.media_dir else {}),
         **(extra_args or {}),

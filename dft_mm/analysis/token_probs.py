@@ -25,7 +25,7 @@ import torch
 
 from dft_mm.analysis.cli_args import parse_named, parse_settings
 from dft_mm.analysis.dataset_spec import resolve_dataset
-from dft_mm.analysis.histogram import TokenProbHistogram
+from dft_mm.analysis.histogram import FINE_BINS, TokenProbHistogram
 from dft_mm.analysis.markdown import md_code, md_table
 from dft_mm.analysis.plots import plot_token_histograms
 from dft_mm.errors import UserError
@@ -145,27 +145,32 @@ def analyze_tokens(
 ) -> dict:
     """Analyse every ``NAME=DIR`` in ``model`` on ``data``; write the three files; return the JSON."""
     models = parse_named(model, "--model")
+    if bins < 2 or FINE_BINS % bins:
+        raise UserError(f"--bins {bins}: give a number >= 2 that divides {FINE_BINS} (e.g. 10, 20, 50).")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be >= 1.")
     extra = parse_settings(set_args)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = resolve_dataset(data, dataset_dir, Path(tempfile.mkdtemp(prefix="dft_mm_data_")))
     settings = {"data": str(Path(data).resolve()) if Path(data).is_file() else data, "dataset_dir": dataset_dir,
                 "template": template, "cutoff_len": cutoff_len, "max_samples": max_samples, "bins": bins,
                 "extra_args": extra}
     json_path = out_dir / JSON_NAME
     results = _load_previous(json_path, settings)
-    for name, model_dir in models.items():
-        if results.get(name, {}).get("model_dir") == model_dir:
-            print(f"analyze tokens: {name} already in {json_path}, skipped")
-            continue
-        from dft_mm.analysis.lf_pipeline import load_sft_pipeline
+    with tempfile.TemporaryDirectory(prefix="dft_mm_analysis_") as scratch:
+        spec = resolve_dataset(data, dataset_dir, Path(scratch) / "data")
+        for index, (name, model_dir) in enumerate(models.items()):
+            if results.get(name, {}).get("model_dir") == model_dir:
+                print(f"analyze tokens: {name} already in {json_path}, skipped")
+                continue
+            from dft_mm.analysis.lf_pipeline import load_sft_pipeline
 
-        pipeline = load_sft_pipeline(model_dir, spec, template, cutoff_len=cutoff_len, max_samples=max_samples,
-                                     dtype=dtype, extra_args=extra)
-        stats = model_statistics(pipeline, batch_size=batch_size, bins=bins, top_k=top_k, desc=f"tokens {name}")
-        results[name] = {"model_dir": model_dir, **stats}
-        _write_json(json_path, {"settings": settings, "models": results})
-        del pipeline
+            pipeline = load_sft_pipeline(model_dir, spec, template, Path(scratch) / f"model{index}", cutoff_len=cutoff_len,
+                                         max_samples=max_samples, dtype=dtype, extra_args=extra)
+            stats = model_statistics(pipeline, batch_size=batch_size, bins=bins, top_k=top_k, desc=f"tokens {name}")
+            results[name] = {"model_dir": model_dir, **stats}
+            _write_json(json_path, {"settings": settings, "models": results})
+            del pipeline
     ordered = {name: results[name] for name in models} | results  # command-line order first
     payload = {"settings": settings, "models": ordered}
     _write_json(json_path, payload)
