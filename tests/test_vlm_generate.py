@@ -55,6 +55,12 @@ def test_generate_resume_and_score_custom_tsv(tiny_vl_model, tmp_path):
     assert list(resumed["index"]) == ["1", "2", "3", "4"]
     assert dict(zip(resumed["index"], resumed["prediction"])) == first  # greedy: same text again
 
+    # left padding must not change greedy outputs: one row at a time gives the same text
+    single = generate_predictions(str(tiny_vl_model), str(tsv), tmp_path / "single", backend="hf", batch_size=1,
+                                  **SMALL)
+    unbatched = pd.read_csv(single, sep="\t", dtype=str, keep_default_na=False)
+    assert dict(zip(unbatched["index"], unbatched["prediction"])) == first
+
     result = score_predictions(str(tsv), path, tmp_path / "out")
     assert set(result) >= {"Overall", "counting", "colour"}
     assert result["details"]["scored"] == 4
