@@ -116,3 +116,12 @@ def test_reference_csvs_hold_only_numbers_design_md_gives():
     assert all(row["source"] for row in code + vlm)
     assert all(row[c] == "" for row in code for c in CODE_COLUMNS if c.startswith("MultiPL-E ") and c != "MultiPL-E Avg")
     assert all(row[c] == "" for row in vlm for c in VLM_COLUMNS[:3])
+
+
+def test_malformed_token_probs_names_the_file(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "analysis").mkdir(parents=True)
+    (run / "analysis" / "token_probs.json").write_text('{"models": {"m": {"num_tokens": 3}}}')
+    assert main(["report", "--run", f"r={run}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "token_probs.json" in err and "'m'" in err and "bin_edges" in err

@@ -21,10 +21,13 @@ from dft_mm.analysis.markdown import md_escape, md_table
 from dft_mm.analysis.plots import plot_curves, plot_token_histograms
 from dft_mm.analysis.runs import CURVE_METRICS, Run, read_run
 from dft_mm.analysis.tables import MISSING, load_reference, results_table
+from dft_mm.errors import UserError
 
 REFERENCE_LABEL = "reference (paper)"
 DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "eval" / "reference"
 MISSING_NOTE = f"{MISSING} = missing (not run or not found), not zero."
+TOKEN_KEYS = ("num_tokens", "bin_edges", "counts", "mean", "quantiles", "share_below_0.1", "share_above_0.9",
+              "lowest_bin_tokens")
 
 
 @dataclass
@@ -76,6 +79,9 @@ def _token_blocks(runs: list[Run], out: Path) -> list[Block]:
     for run in runs:
         for path, payload in run.token_probs:
             for model, stats in payload.get("models", {}).items():
+                lacking_keys = [key for key in TOKEN_KEYS if key not in stats]
+                if lacking_keys:
+                    raise UserError(f"{path}: model '{model}' lacks {lacking_keys}; rerun 'dft-mm analyze tokens'.")
                 suffix = "" if len(run.token_probs) == 1 else f" ({path.parent.relative_to(run.path)})"
                 entries[f"{run.name} / {model}{suffix}"] = stats
     lacking = [run.name for run in runs if not run.token_probs]
