@@ -8,6 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -32,10 +33,10 @@ def test_rescoring_a_vlmevalkit_xlsx(tmp_path):
 class _CannedJudge(BaseHTTPRequestHandler):
     """Replies like an OpenAI chat endpoint; the answer depends on the response quoted in the prompt."""
 
-    replies = {"circles": "3", "second one": "B", "no idea": "NONE"}
-    requests: list[dict] = []
+    replies: ClassVar[dict[str, str]] = {"circles": "3", "second one": "B", "no idea": "NONE"}
+    requests: ClassVar[list[dict]] = []
 
-    def do_POST(self):  # noqa: N802 (http.server API)
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"path": self.path, **body})
         prompt = body["messages"][0]["content"]

@@ -28,17 +28,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _PHRASES = (
-    re.compile(r"final answer(?:\s*is)?\s*[:：]?\s*(.+)", re.I),
-    re.compile(r"(?:the|my)\s+(?:correct\s+|final\s+)?(?:answer|option|choice)\s+(?:is|should be|would be)\s*:?\s*(.+)", re.I),
-    re.compile(r"^\s*\**answer\**\s*[:：]\s*(.+)", re.I | re.M),
+    re.compile(r"final answer(?:\s*is)?\s*[:：]?\s*(.+)", re.IGNORECASE),
+    re.compile(r"(?:the|my)\s+(?:correct\s+|final\s+)?(?:answer|option|choice)\s+(?:is|should be|would be)\s*:?\s*(.+)", re.IGNORECASE),
+    re.compile(r"^\s*\**answer\**\s*[:：]\s*(.+)", re.IGNORECASE | re.MULTILINE),
 )
-_LETTER_ONLY = re.compile(r"^\s*[\(\[]?\s*([A-H])\s*[\)\]]?\s*(?:[.:：,)]|$|\s)", re.S)
+_LETTER_ONLY = re.compile(r"^\s*[\(\[]?\s*([A-H])\s*[\)\]]?\s*(?:[.:：,)]|$|\s)", re.DOTALL)
 # A capital A-H standing alone (not inside a word or a LaTeX command).
 _LETTER_MENTION = re.compile(r"(?<![A-Za-z\\])([A-H])(?![A-Za-z])")
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
 _SHORT_RESPONSE = 40
 

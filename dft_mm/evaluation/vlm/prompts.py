@@ -57,7 +57,7 @@ def _question_options(question: str) -> dict[str, str]:
     """Options listed after a ``Choices`` / ``Options`` line in a question's text."""
     lines = question.splitlines()
     for start, line in enumerate(lines):
-        if re.match(r"^\s*(choices|options)\s*:?\s*$", line, flags=re.I):
+        if re.match(r"^\s*(choices|options)\s*:?\s*$", line, flags=re.IGNORECASE):
             options = {}
             for candidate in lines[start + 1:]:
                 match = _CHOICE_LINE.match(candidate)

@@ -123,7 +123,7 @@ def _dataset_of(filename: str, model_name: str) -> str | None:
     if not filename.startswith(prefix):
         return None
     rest = filename[len(prefix):]
-    names = [name for name in KNOWN_DATASETS if rest.startswith(f"{name}_score") or rest.startswith(f"{name}_")]
+    names = [name for name in KNOWN_DATASETS if rest.startswith(f"{name}_")]
     return max(names, key=len) if names else None
 
 
@@ -180,8 +180,8 @@ def run_vlmevalkit(
         if judge:
             command += ["--judge", judge]
         print("running:", " ".join(command), flush=True)
-        if subprocess.run(command, cwd=run_py.parent).returncode != 0:
-            raise UserError(f"VLMEvalKit failed (command above). MathVerse/MathVision need a judge: set OPENAI_API_KEY, "
+        if subprocess.run(command, cwd=run_py.parent, check=False).returncode != 0:
+            raise UserError("VLMEvalKit failed (command above). MathVerse/MathVision need a judge: set OPENAI_API_KEY, "
                             "or OPENAI_API_BASE + LOCAL_LLM for a local server; see docs/vlm-eval.md")
     results = parse_vlmevalkit_results(work / name, name)
     missing = [dataset for dataset in names if dataset not in results]
