@@ -125,3 +125,11 @@ def test_malformed_token_probs_names_the_file(tmp_path, capsys):
     assert main(["report", "--run", f"r={run}", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "token_probs.json" in err and "'m'" in err and "bin_edges" in err
+
+
+def test_column_order_is_the_cross_team_convention():
+    assert CODE_COLUMNS == ("HumanEval", "HumanEval+", "MultiPL-E Python", "MultiPL-E C++", "MultiPL-E Java",
+                            "MultiPL-E PHP", "MultiPL-E TS", "MultiPL-E C#", "MultiPL-E Bash", "MultiPL-E JS",
+                            "MultiPL-E Avg")
+    assert VLM_COLUMNS == ("MathVerse Vision Only", "MathVerse Vision Intensive", "MathVerse Vision Dominant",
+                           "MathVerse Overall", "MathVision", "WeMath")

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from dft_mm.analysis.runs import Run, read_table
+from dft_mm.evaluation.code.table import COLUMNS as CODE_TABLE_COLUMNS
+from dft_mm.evaluation.vlm.table import TABLE_COLUMNS as VLM_TABLE_COLUMNS
 
 MISSING = "—"
-MULTIPL_E_LANGUAGES = ("Python", "C++", "Java", "PHP", "TS", "C#", "Bash", "JS")
-CODE_COLUMNS = ("HumanEval", "HumanEval+", *(f"MultiPL-E {lang}" for lang in MULTIPL_E_LANGUAGES), "MultiPL-E Avg")
-VLM_COLUMNS = ("MathVerse Vision Only", "MathVerse Vision Intensive", "MathVerse Vision Dominant",
-               "MathVerse Overall", "MathVision", "WeMath")
+# The metric columns, in the paper's order, exactly as `dft-mm eval code|vlm run` write them.
+CODE_COLUMNS = tuple(c for c in CODE_TABLE_COLUMNS if c != "model")
+VLM_COLUMNS = tuple(c for c in VLM_TABLE_COLUMNS if c != "model")
 PAPER_COLUMNS = {"code_table": CODE_COLUMNS, "vlm_table": VLM_COLUMNS}
 REFERENCE_FILES = {"code_table": "code.csv", "vlm_table": "vlm.csv"}
 NON_METRIC = ("model", "source")
