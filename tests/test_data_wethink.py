@@ -47,19 +47,30 @@ def test_user_turn_keeps_one_placeholder_per_image():
     assert user_turn("<image>\nHow many?", 1, stats) == "<image>\nHow many?"  # author's placement kept
     escaped = user_turn("Tags <image> and <image>.", 1, stats)
     assert escaped == "<image>Tags [image] and [image]."
-    assert stats.notes == {"image_tag_in_problem_used_as_position": 1, "image_tag_in_problem_escaped": 1}
+    assert user_turn("A <video> and an <audio> tag.", 1, stats) == "<image>A [video] and an [audio] tag."
+    assert stats.notes == {"image_tag_in_problem_used_as_position": 1, "image_tag_in_problem_escaped": 1,
+                           "video_tag_in_problem_escaped": 1, "audio_tag_in_problem_escaped": 1}
+
+
+def test_assistant_turn_escapes_media_tags():
+    stats = ConversionStats()
+    text = assistant_turn("The <image> shows one <video> still.", "1", stats)
+    assert text == "<think>\nThe [image] shows one [video] still.\n</think>\n<answer>1</answer>"
+    assert stats.notes == {"image_tag_in_cot_escaped": 1, "video_tag_in_cot_escaped": 1}
 
 
 def test_fixture_conversion_counts_every_skip(tmp_path):
     stats = convert_wethink(str(ROWS), FIXTURES, tmp_path)
     records = _records(tmp_path)
-    assert stats["kept"] == len(records) == 7  # broken.png exists, so it passes without --check-images
-    assert stats["read"] == 11
+    assert stats["kept"] == len(records) == 8  # broken.png exists, so it passes without --check-images
+    assert stats["read"] == 12
+    assert stats["notes"]["image_tag_in_cot_escaped"] == stats["notes"]["video_tag_in_problem_escaped"] == 1
     assert stats["skipped"] == {"empty_answer": 1, "malformed_row: invalid JSON": 1, "missing_image": 1,
                                 "missing_image_path": 1}
     for record in records:
         # LLaMA-Factory's check: as many <image> tokens in the messages as images
         assert sum(m["content"].count("<image>") for m in record["messages"]) == len(record["images"]) == 1
+        assert not any(tag in m["content"] for m in record["messages"] for tag in ("<video>", "<audio>"))
         assert all(Path(p).is_absolute() and Path(p).is_file() for p in record["images"])
         assert record["system"] == WETHINK_SYSTEM_PROMPT
         assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
@@ -72,7 +83,7 @@ def test_fixture_conversion_counts_every_skip(tmp_path):
 
 def test_check_images_drops_unreadable_files_and_limit_stops_early(tmp_path):
     stats = convert_wethink(str(ROWS), FIXTURES, tmp_path / "checked", check_images=True)
-    assert stats["skipped"]["unreadable_image"] == 1 and stats["kept"] == 6
+    assert stats["skipped"]["unreadable_image"] == 1 and stats["kept"] == 7
     limited = convert_wethink(str(ROWS), FIXTURES, tmp_path / "limited", limit=2, system_prompt="")
     records = _records(tmp_path / "limited")
     assert limited["kept"] == len(records) == 2 and limited["read"] == 2

@@ -52,15 +52,27 @@ DATASET_INFO_ENTRY = {
     "columns": {"messages": "messages", "images": "images", "system": "system"},
     "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
 }
-ESCAPED_IMAGE_TAG = "[image]"
+MEDIA_KINDS = ("image", "video", "audio")
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _STRAY_TAG = re.compile(r"</?(?:think|answer)>")
 
 
-def image_placeholder() -> str:
-    """LLaMA-Factory's image token (its ``IMAGE_PLACEHOLDER`` environment override included)."""
-    return os.environ.get("IMAGE_PLACEHOLDER", "<image>")
+def media_placeholder(kind: str) -> str:
+    """LLaMA-Factory's ``<image>``/``<video>``/``<audio>`` token (its ``*_PLACEHOLDER`` environment
+    overrides included)."""
+    return os.environ.get(f"{kind.upper()}_PLACEHOLDER", f"<{kind}>")
+
+
+def escape_media_tags(text: str, kinds: tuple[str, ...], part: str, stats: ConversionStats) -> str:
+    """Rewrite literal media tokens of ``kinds`` in ``text`` to ``[kind]`` so that LLaMA-Factory
+    does not count them as media; each rewrite is noted as ``<kind>_tag_in_<part>_escaped``."""
+    for kind in kinds:
+        tag = media_placeholder(kind)
+        if tag in text:
+            stats.note(f"{kind}_tag_in_{part}_escaped")
+            text = text.replace(tag, f"[{kind}]")
+    return text
 
 
 def _text(row: dict[str, Any], key: str) -> str:
@@ -77,7 +89,8 @@ def _text(row: dict[str, Any], key: str) -> str:
 def assistant_turn(refined_cot: str, answer: str, stats: ConversionStats) -> str:
     """``<think>reasoning</think>`` + ``<answer>final</answer>``, reusing tags already in the CoT.
 
-    The answer inside an existing ``<answer>`` block of ``refined_cot`` wins over ``answer``.
+    The answer inside an existing ``<answer>`` block of ``refined_cot`` wins over ``answer``;
+    media tokens in the text are escaped (the assistant turn carries no media).
     """
     think_match = _THINK.search(refined_cot)
     answer_match = _ANSWER.search(refined_cot)
@@ -90,20 +103,17 @@ def assistant_turn(refined_cot: str, answer: str, stats: ConversionStats) -> str
         stats.note("cot_had_answer_tags")
         answer = answer_match.group(1).strip() or answer
     reasoning = _STRAY_TAG.sub("", reasoning).strip()
-    return f"<think>\n{reasoning}\n</think>\n<answer>{answer}</answer>"
+    return escape_media_tags(f"<think>\n{reasoning}\n</think>\n<answer>{answer}</answer>", MEDIA_KINDS, "cot", stats)
 
 
 def user_turn(problem: str, num_images: int, stats: ConversionStats) -> str:
-    """Problem text with exactly ``num_images`` image placeholders."""
-    tag = image_placeholder()
-    found = problem.count(tag)
+    """Problem text with exactly ``num_images`` image placeholders (and no video/audio ones)."""
+    problem = escape_media_tags(problem, ("video", "audio"), "problem", stats)
+    found = problem.count(media_placeholder("image"))
     if found == num_images:
         stats.note("image_tag_in_problem_used_as_position")
         return problem
-    if found:
-        stats.note("image_tag_in_problem_escaped")
-        problem = problem.replace(tag, ESCAPED_IMAGE_TAG)
-    return tag * num_images + problem
+    return media_placeholder("image") * num_images + escape_media_tags(problem, ("image",), "problem", stats)
 
 
 def _image_paths(row: dict[str, Any], image_root: Path) -> list[str]:
