@@ -2,7 +2,7 @@
 
 Each method runs in its own process (:mod:`dft_mm.fused.bench_worker`) so that peak memory is
 measured separately; one JSON line per method goes to stdout (methods that cannot run here
-get a line with ``"skipped": reason``, a crashed one ``"error"``).
+get a line with ``"skipped": reason`` without starting a process, a crashed one ``"error"``).
 
 Example::
 
@@ -40,7 +40,7 @@ def bench_head(
     line each; returns the records. ``device="auto"`` is ``cuda`` when available, else ``cpu``."""
     from tqdm import tqdm
 
-    from dft_mm.fused.bench_worker import METHODS, BenchConfig
+    from dft_mm.fused.bench_worker import METHODS, BenchConfig, device_name, unavailable
 
     methods = tuple(methods or METHODS)
     _check(tokens, hidden, vocab, seqs, repeats, chunk_size, alpha, level, methods, METHODS)
@@ -51,7 +51,11 @@ def bench_head(
             method=method, tokens=tokens, hidden=hidden, vocab=vocab, dtype=dtype, level=level, alpha=alpha,
             device=device, repeats=repeats, seqs=seqs, chunk_size=chunk_size, reference=reference,
         )
-        record = _run_worker(asdict(cfg))
+        reason = unavailable(cfg)
+        if reason:
+            record = {**asdict(cfg), "device_name": device_name(device), "skipped": reason}
+        else:
+            record = _run_worker(asdict(cfg))
         print(json.dumps(record), flush=True)
         records.append(record)
     return records

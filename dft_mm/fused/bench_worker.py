@@ -176,11 +176,9 @@ def device_name(device: str) -> str:
 
 
 def measure(cfg: BenchConfig) -> dict:
-    """Peak extra memory of the first step, median time of ``cfg.repeats`` more, errors."""
+    """Peak extra memory of the first step, median time of ``cfg.repeats`` more, errors.
+    The caller checks :func:`unavailable` first."""
     record = {**asdict(cfg), "device_name": device_name(cfg.device)}
-    reason = unavailable(cfg)
-    if reason:
-        return {**record, "skipped": reason}
     hidden, weight, labels = make_inputs(cfg)
     _sync(cfg.device)
     if cfg.device.startswith("cuda"):
