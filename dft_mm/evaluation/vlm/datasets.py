@@ -211,8 +211,9 @@ def load_dataset(dataset: str, data_root: str | Path | None = None) -> VLMDatase
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; a VLMEvalKit TSV needs "
                         f"{', '.join(REQUIRED_COLUMNS)} (tab-separated, header row first)")
-    if spec.md5 and path.name == f"{spec.name}.tsv" and file_md5(path) != spec.md5:
-        print(f"warning: {path} has MD5 {file_md5(path)}, VLMEvalKit expects {spec.md5} "
+    digest = file_md5(path) if spec.md5 and path.name == f"{spec.name}.tsv" else spec.md5
+    if digest != spec.md5:
+        print(f"warning: {path} has MD5 {digest}, VLMEvalKit expects {spec.md5} "
               f"(a different release of {spec.name}); scores may not be comparable", file=sys.stderr)
     rows = frame_rows(frame)
     for number, row in enumerate(rows, start=1):
