@@ -90,3 +90,14 @@ def test_is_hit_multiple_choice_and_free_form():
     assert is_hit("C", "2\\sqrt{3}", OPTIONS)  # gold given as option text
     assert not is_hit(None, "B", OPTIONS)
     assert is_hit("0.5", "\\frac{1}{2}", None)
+
+
+def test_equivalent_works_off_the_main_thread():
+    """math-verify's signal-based timeout only works in the main thread; we must not crash elsewhere."""
+    import threading
+
+    results = []
+    worker = threading.Thread(target=lambda: results.append(equivalent("0.5", "\\frac{1}{2}")))
+    worker.start()
+    worker.join()
+    assert results == [True]

@@ -102,3 +102,10 @@ def test_bad_generation_options(tiny_vl_model, tmp_path, bad, capsys):
     code = main(["eval", "vlm", "generate", "--model", str(tiny_vl_model), "--dataset", str(tsv),
                  "--out", str(tmp_path), *bad])
     assert code == 2 and "dft-mm: error:" in capsys.readouterr().err
+
+
+def test_missing_model_folder_is_a_user_error(tmp_path, capsys):
+    tsv = _shapes_tsv(tmp_path / "held_out.tsv")
+    code = main(["eval", "vlm", "generate", "--model", str(tmp_path / "no_model"), "--dataset", str(tsv),
+                 "--out", str(tmp_path)])
+    assert code == 2 and "no such checkpoint folder" in capsys.readouterr().err

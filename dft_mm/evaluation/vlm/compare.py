@@ -13,6 +13,9 @@ Example::
 from __future__ import annotations
 
 import re
+import threading
+
+_TIMEOUT_S = 5
 
 
 def _normalise(text: str) -> str:
@@ -21,11 +24,16 @@ def _normalise(text: str) -> str:
     return re.sub(r"[\s。]+", "", text).rstrip(".").lower()
 
 
+def _timeout() -> int | None:
+    """math-verify times out with ``signal.alarm``: main thread only; elsewhere no timeout."""
+    return _TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
 def _parse(text: str) -> list:
     """math-verify's parse of ``text`` as LaTeX math (wrapped in $...$) or, failing that, as is."""
     from math_verify import parse
 
-    return parse(f"${text}$") or parse(text)
+    return parse(f"${text}$", parsing_timeout=_timeout()) or parse(text, parsing_timeout=_timeout())
 
 
 def equivalent(prediction: str, gold: str) -> bool:
@@ -39,7 +47,7 @@ def equivalent(prediction: str, gold: str) -> bool:
     gold_parsed, prediction_parsed = _parse(str(gold)), _parse(str(prediction))
     if not gold_parsed or not prediction_parsed:
         return False
-    return bool(verify(gold_parsed, prediction_parsed))
+    return bool(verify(gold_parsed, prediction_parsed, timeout_seconds=_timeout()))
 
 
 def is_hit(extracted: str | None, gold: str | None, options: dict[str, str] | None) -> bool:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from dft_mm.errors import UserError
@@ -24,6 +25,7 @@ DEFAULT_MIN_PIXELS = 1280 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 DEFAULT_MAX_NEW_TOKENS = 2048
 BACKENDS = ("auto", "hf", "vllm")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def build_messages(images: list, text: str, min_pixels: int, max_pixels: int) -> list[dict]:
@@ -145,8 +147,8 @@ def generate_predictions(
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if not (0 < min_pixels <= max_pixels):
         raise UserError(f"pixel bounds must satisfy 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
-    if not Path(model).is_dir() and "/" not in str(model):
-        raise UserError(f"--model {model}: not a directory; pass a checkpoint folder or a Hugging Face model id")
+    if not Path(model).is_dir() and not _HUB_ID.fullmatch(str(model)):
+        raise UserError(f"--model {model}: no such checkpoint folder (nor a Hugging Face id like Qwen/Qwen2.5-VL-3B-Instruct)")
     data = load_dataset(dataset, data_root)
     rows = data.rows[:limit] if limit else data.rows
     name = model_name or Path(str(model).rstrip("/")).name
