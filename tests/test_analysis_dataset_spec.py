@@ -52,8 +52,8 @@ def test_file_resolves_to_a_one_entry_dataset_info_with_media_dir(tmp_path):
 def test_dataset_name_and_errors(tmp_path):
     (tmp_path / "dataset_info.json").write_text(json.dumps({"wethink": {"file_name": "w.json"}}))
     assert resolve_dataset("wethink", str(tmp_path), tmp_path / "work").dataset_dir == str(tmp_path.resolve())
-    with pytest.raises(UserError, match="not defined.*defined: wethink"):
-        resolve_dataset("other", str(tmp_path), tmp_path / "work")
+    with pytest.raises(UserError, match="dataset other not defined.*defined: wethink"):
+        resolve_dataset("wethink,other", str(tmp_path), tmp_path / "work")
     with pytest.raises(UserError, match="--dataset-dir"):
         resolve_dataset("other", None, tmp_path / "work")
     with pytest.raises(UserError, match=r"cannot tell the data format.*\['prompt'\]"):

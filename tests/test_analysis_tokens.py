@@ -146,3 +146,17 @@ def test_lora_output_dir_is_analysed_with_its_adapter(tiny_text_model, hand_made
                             str(data), "qwen", str(tmp_path / "out"))["models"]
     assert models["lora"]["mean_log_prob"] == pytest.approx(models["merged"]["mean_log_prob"], rel=1e-5)
     assert models["lora"]["mean_log_prob"] != pytest.approx(models["base"]["mean_log_prob"], rel=1e-5)
+
+
+def test_recipe_supplies_dataset_template_and_data_keys(hand_made, tmp_path):
+    (dir_a, q_a), _, data = hand_made
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"shapes": {"file_name": str(data)}}))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model_name_or_path: x\nstage: sft\ndataset: shapes\ndataset_dir: {tmp_path}\n"
+                      "template: qwen\ncutoff_len: 512\ntrain_on_prompt: true\nlearning_rate: 5.0e-5\n")
+    masked = analyze_tokens([f"A={dir_a}"], str(data), "qwen", str(tmp_path / "masked"))["models"]["A"]
+    payload = analyze_tokens([f"A={dir_a}"], None, None, str(tmp_path / "recipe"), recipe=str(recipe))
+    settings, stats = payload["settings"], payload["models"]["A"]
+    assert (settings["data"], settings["template"], settings["cutoff_len"]) == ("shapes", "qwen", 512)
+    assert settings["extra_args"] == {"train_on_prompt": True}  # training-only keys are not taken
+    assert stats["num_tokens"] > masked["num_tokens"] == _expected(dir_a, q_a)["num_tokens"]

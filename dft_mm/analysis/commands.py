@@ -9,7 +9,8 @@ def _analyze_tokens(args: argparse.Namespace) -> None:
     from dft_mm.analysis.token_probs import analyze_tokens
 
     analyze_tokens(
-        args.model, args.data, args.template, args.out, dataset_dir=args.dataset_dir, max_samples=args.max_samples,
+        args.model, args.data, args.template, args.out, recipe=args.recipe, dataset_dir=args.dataset_dir,
+        max_samples=args.max_samples,
         cutoff_len=args.cutoff_len, batch_size=args.batch_size, bins=args.bins, top_k=args.top_k, dtype=args.dtype,
         set_args=args.set,
     )
@@ -27,19 +28,23 @@ def register(parser) -> None:
     verbs = analyze.add_subparsers(dest="analyze_command", required=True, metavar="VERB")
     tokens = verbs.add_parser(
         "tokens", help="probability of every supervised target token, per model (the paper's figure)",
-        description="Teacher-forced probability of exactly the tokens LLaMA-Factory trains on, per model. "
+        description="Teacher-forced probability of exactly the tokens LLaMA-Factory trains on, per model. Give "
+                    "--data and --template, or --recipe (the training YAML). "
                     "Writes OUT/token_probs.json, OUT/token_probs.png and OUT/lowest_tokens.md; a rerun "
                     "with the same settings skips models already done.",
     )
     tokens.add_argument("--model", action="append", required=True, metavar="NAME=DIR",
                         help="a model or LLaMA-Factory output dir (LoRA adapters too); repeat for several")
-    tokens.add_argument("--data", required=True, metavar="FILE_OR_DATASET",
+    tokens.add_argument("--recipe", metavar="YAML",
+                        help="the LLaMA-Factory training YAML: its dataset, template, cutoff_len and other data "
+                             "keys are the defaults")
+    tokens.add_argument("--data", metavar="FILE_OR_DATASET",
                         help="alpaca / sharegpt JSON or JSONL file, or a dataset name (with --dataset-dir)")
     tokens.add_argument("--dataset-dir", help="folder with dataset_info.json, when --data is a dataset name")
-    tokens.add_argument("--template", required=True, help="LLaMA-Factory template, e.g. qwen, qwen2_vl")
+    tokens.add_argument("--template", help="LLaMA-Factory template, e.g. qwen, qwen2_vl")
     tokens.add_argument("--out", required=True, metavar="DIR")
     tokens.add_argument("--max-samples", type=int, help="first N samples only (LLaMA-Factory's max_samples)")
-    tokens.add_argument("--cutoff-len", type=int, default=2048, help="as in the training recipe (default 2048)")
+    tokens.add_argument("--cutoff-len", type=int, help="as in the training recipe (default: the recipe's, else 2048)")
     tokens.add_argument("--batch-size", type=int, default=2)
     tokens.add_argument("--bins", type=int, default=10, help="equal-width probability bins (default 10)")
     tokens.add_argument("--top-k", type=int, default=20, help="tokens listed per model in lowest_tokens.md")

@@ -106,6 +106,7 @@ def resolve_dataset(data: str, dataset_dir: str | None, work_dir: Path) -> Datas
         names = json.loads(info_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise UserError(f"{info_path}: not valid JSON ({err}).")
-    if data not in names:
-        raise UserError(f"dataset '{data}' is not defined in {info_path}; defined: {', '.join(sorted(names))}.")
+    undefined = [name.strip() for name in data.split(",") if name.strip() not in names]  # "a,b" as in recipes
+    if undefined:
+        raise UserError(f"dataset {', '.join(undefined)} not defined in {info_path}; defined: {', '.join(sorted(names))}.")
     return DatasetSpec(data, str(Path(dataset_dir).resolve()))

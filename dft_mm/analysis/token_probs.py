@@ -128,45 +128,77 @@ def lowest_tokens_markdown(models: dict, top_k: int) -> str:
     return "\n".join(lines)
 
 
+def resolve_settings(data: str | None, template: str | None, *, recipe: str | None = None,
+                     dataset_dir: str | None = None, cutoff_len: int | None = None,
+                     max_samples: int | None = None, bins: int = 10, set_args: list[str] | None = None) -> dict:
+    """The analysis settings: explicit arguments, else the recipe's keys, else LLaMA-Factory's defaults.
+
+    ``extra_args`` holds the remaining LLaMA-Factory keys (the recipe's data-side keys, then
+    ``--set``). The dict is also what a rerun must match to resume.
+    """
+    from dft_mm.analysis.recipe import recipe_data_args
+
+    extra = recipe_data_args(recipe) if recipe else {}
+    recipe_dataset, recipe_dataset_dir = extra.pop("dataset", None), extra.pop("dataset_dir", "data")
+    recipe_template, recipe_cutoff = extra.pop("template", None), extra.pop("cutoff_len", 2048)
+    recipe_max_samples = extra.pop("max_samples", None)
+    extra.update(parse_settings(set_args))
+    if data is None:
+        if recipe_dataset is None:
+            raise UserError("give --data FILE_OR_DATASET, or a --recipe whose YAML names a dataset.")
+        data, dataset_dir = recipe_dataset, dataset_dir or recipe_dataset_dir
+    template = template or recipe_template
+    if template is None:
+        raise UserError("give --template (e.g. qwen, qwen2_vl), or a --recipe whose YAML names one.")
+    if bins < 2 or FINE_BINS % bins:
+        raise UserError(f"--bins {bins}: give a number >= 2 that divides {FINE_BINS} (e.g. 10, 20, 50).")
+    return {"data": str(Path(data).resolve()) if Path(data).is_file() else data, "dataset_dir": dataset_dir,
+            "template": template, "cutoff_len": cutoff_len or recipe_cutoff,
+            "max_samples": max_samples if max_samples is not None else recipe_max_samples,
+            "bins": bins, "recipe": recipe, "extra_args": extra}
+
+
 def analyze_tokens(
     model: list[str],
-    data: str,
-    template: str,
+    data: str | None,
+    template: str | None,
     out: str,
     *,
+    recipe: str | None = None,
     dataset_dir: str | None = None,
     max_samples: int | None = None,
-    cutoff_len: int = 2048,
+    cutoff_len: int | None = None,
     batch_size: int = 2,
     bins: int = 10,
     top_k: int = 20,
     dtype: str = "auto",
     set_args: list[str] | None = None,
 ) -> dict:
-    """Analyse every ``NAME=DIR`` in ``model`` on ``data``; write the three files; return the JSON."""
+    """Analyse every ``NAME=DIR`` in ``model``; write the three files into ``out``; return the JSON.
+
+    ``data`` / ``template`` / ``dataset_dir`` / ``cutoff_len`` / ``max_samples`` default to the
+    ``recipe``'s (a LLaMA-Factory training YAML), whose other data-side keys apply too.
+    """
     models = parse_named(model, "--model")
-    if bins < 2 or FINE_BINS % bins:
-        raise UserError(f"--bins {bins}: give a number >= 2 that divides {FINE_BINS} (e.g. 10, 20, 50).")
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be >= 1.")
-    extra = parse_settings(set_args)
+    settings = resolve_settings(data, template, recipe=recipe, dataset_dir=dataset_dir, cutoff_len=cutoff_len,
+                                max_samples=max_samples, bins=bins, set_args=set_args)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"data": str(Path(data).resolve()) if Path(data).is_file() else data, "dataset_dir": dataset_dir,
-                "template": template, "cutoff_len": cutoff_len, "max_samples": max_samples, "bins": bins,
-                "extra_args": extra}
     json_path = out_dir / JSON_NAME
     results = _load_previous(json_path, settings)
     with tempfile.TemporaryDirectory(prefix="dft_mm_analysis_") as scratch:
-        spec = resolve_dataset(data, dataset_dir, Path(scratch) / "data")
+        spec = resolve_dataset(settings["data"], settings["dataset_dir"], Path(scratch) / "data")
         for index, (name, model_dir) in enumerate(models.items()):
             if results.get(name, {}).get("model_dir") == model_dir:
                 print(f"analyze tokens: {name} already in {json_path}, skipped")
                 continue
             from dft_mm.analysis.lf_pipeline import load_sft_pipeline
 
-            pipeline = load_sft_pipeline(model_dir, spec, template, Path(scratch) / f"model{index}", cutoff_len=cutoff_len,
-                                         max_samples=max_samples, dtype=dtype, extra_args=extra)
+            pipeline = load_sft_pipeline(model_dir, spec, settings["template"], Path(scratch) / f"model{index}",
+                                         cutoff_len=settings["cutoff_len"], max_samples=settings["max_samples"],
+                                         dtype=dtype, extra_args=settings["extra_args"])
             stats = model_statistics(pipeline, batch_size=batch_size, bins=bins, top_k=top_k, desc=f"tokens {name}")
             results[name] = {"model_dir": model_dir, **stats}
             _write_json(json_path, {"settings": settings, "models": results})
