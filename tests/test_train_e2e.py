@@ -17,6 +17,8 @@ LOSS_KEYS = {
     "token": {"sft_loss": "dft"},
     "sentence": {"sft_loss": "dft", "dft_level": "sentence"},
     "geomean": {"sft_loss": "dft", "dft_level": "geomean", "dft_alpha": 0.5},
+    # dft_fused defaults to auto (the fused lm_head+loss); this one computes from full logits
+    "token_unfused": {"sft_loss": "dft", "dft_fused": False},
 }
 
 
@@ -58,6 +60,10 @@ def _check_losses(histories):
     assert first["nll"]["loss"] == pytest.approx(first["nll"]["nll"], rel=1e-4)
     for name in ("token", "sentence", "geomean"):
         assert first[name]["loss"] < first["nll"]["loss"] * 0.5, (name, first[name])
+    # The fused head follows the same loss curve as the loss computed from materialised logits.
+    for fused, unfused in zip(histories["token"], histories["token_unfused"]):
+        for key in ("loss", "nll", "mean_target_prob", "grad_norm"):
+            assert fused[key] == pytest.approx(unfused[key], rel=1e-4), key
 
 
 def test_text_model_every_level(tiny_text_model, text_data, tmp_path):
