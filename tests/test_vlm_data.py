@@ -91,3 +91,23 @@ def test_mathvision_prompt_and_choices(lmu):
     assert build_prompt(data.rows[1], data.spec) == data.rows[1]["question"]
     assert answer_options(data.rows[1], data.spec)["B"] == "square"
     assert answer_options(data.rows[0], data.spec) is None  # choices "[]": free-form
+
+
+def test_write_dataset_tsv_round_trip(tmp_path):
+    from PIL import Image
+
+    from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
+
+    red, blue = Image.new("RGB", (28, 28), "red"), Image.new("RGB", (56, 28), "blue")
+    path = write_dataset_tsv(tmp_path / "set.tsv", [
+        {"index": 1, "image": red, "question": "Colour?", "answer": "red", "category": "colour"},
+        {"index": 2, "image": [red, blue], "question": "How many images?", "answer": 2, "choices": "['1', '2']"},
+        {"index": 3, "image": "1", "question": "Same image?", "answer": "yes"},
+    ])
+    data = load_dataset(str(path))
+    assert data.columns == ["index", "image", "question", "answer", "category", "choices"]
+    assert [image.size for image in data.images(data.rows[1])] == [(28, 28), (56, 28)]
+    assert data.images(data.rows[2])[0].getpixel((14, 14))[0] > 200  # row 1's red image
+    assert answer_options(data.rows[1], data.spec) == {"A": "1", "B": "2"}
+    with pytest.raises(UserError, match="row 1 of the dataset to write lacks answer"):
+        write_dataset_tsv(tmp_path / "bad.tsv", [{"index": 1, "image": red, "question": "?"}])

@@ -3,7 +3,6 @@ resume after an interruption, scoring, and the ``run`` command's table."""
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -13,8 +12,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from dft_mm.cli import main
+from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
 from dft_mm.evaluation.vlm.generate import generate_predictions
-from dft_mm.evaluation.vlm.images import encode_image_base64
 from dft_mm.evaluation.vlm.score import score_predictions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vlm"
@@ -29,13 +28,11 @@ def _shapes_tsv(path: Path) -> Path:
         draw = ImageDraw.Draw(image)
         for i in range(count):
             draw.ellipse([4 + 16 * i, 20, 16 + 16 * i, 32], fill=colour)
-        rows.append([index, encode_image_base64(image), "How many circles are there?", count, "counting"])
-    rows.append([4, "1", "What colour are the circles?", "red", "colour"])  # shares row 1's image
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t")
-        writer.writerow(["index", "image", "question", "answer", "category"])
-        writer.writerows(rows)
-    return path
+        rows.append({"index": index, "image": image, "question": "How many circles are there?", "answer": count,
+                     "category": "counting"})
+    rows.append({"index": 4, "image": "1", "question": "What colour are the circles?", "answer": "red",
+                 "category": "colour"})  # shares row 1's image
+    return write_dataset_tsv(path, rows)
 
 
 def test_generate_resume_and_score_custom_tsv(tiny_vl_model, tmp_path):

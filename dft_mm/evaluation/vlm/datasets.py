@@ -14,13 +14,17 @@ Example::
 
     ds = load_dataset("MathVision_MINI")          # ~/LMUData/MathVision_MINI.tsv
     row = ds.rows[0]; images = ds.images(row)     # list of PIL images
+    write_dataset_tsv("held_out.tsv", [{"index": 1, "image": pil_image, "question": "How many?",
+                                        "answer": "3", "category": "counting"}])
 """
 
 from __future__ import annotations
 
 import ast
+import csv
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,3 +224,38 @@ def load_dataset(dataset: str, data_root: str | Path | None = None) -> VLMDatase
         if not row["image"]:
             raise UserError(f"{path}: data row {number} (index {row['index']}): empty image cell")
     return VLMDataset(spec=spec, path=path, rows=rows, columns=list(frame.columns))
+
+
+def _image_cell(value) -> str:
+    """A PIL image (or a list of them) as base64 PNG; a string (base64 or index reference) as is."""
+    from dft_mm.evaluation.vlm.images import encode_image_base64
+
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return str([_image_cell(item) for item in value])
+    return encode_image_base64(value)
+
+
+def write_dataset_tsv(path: str | Path, rows: Iterable[dict]) -> Path:
+    """Write ``rows`` as a VLMEvalKit TSV (every field quoted, as VLMEvalKit's ``dump`` does).
+
+    Each row needs ``index``, ``image`` (PIL image, list of them, base64 string, or another
+    row's index), ``question`` and ``answer``; other keys (``category``, ``choices`` ...)
+    become columns in order of first appearance.
+    """
+    rows = list(rows)
+    for number, row in enumerate(rows, start=1):
+        missing = [column for column in REQUIRED_COLUMNS if row.get(column) is None]
+        if missing:
+            raise UserError(f"row {number} of the dataset to write lacks {', '.join(missing)}")
+    columns = list(dict.fromkeys([*REQUIRED_COLUMNS, *(key for row in rows for key in row)]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_ALL)
+        writer.writerow(columns)
+        for row in rows:
+            cells = {**row, "image": _image_cell(row["image"])}
+            writer.writerow(["" if cells.get(column) is None else cells[column] for column in columns])
+    return path
