@@ -160,3 +160,15 @@ def test_recipe_supplies_dataset_template_and_data_keys(hand_made, tmp_path):
     assert (settings["data"], settings["template"], settings["cutoff_len"]) == ("shapes", "qwen", 512)
     assert settings["extra_args"] == {"train_on_prompt": True}  # training-only keys are not taken
     assert stats["num_tokens"] > masked["num_tokens"] == _expected(dir_a, q_a)["num_tokens"]
+
+
+def test_neat_packing_scores_like_unpacked_samples(tiny_text_model, hand_made, tmp_path):
+    _, _, data = hand_made
+
+    def run(*settings):
+        out = tmp_path / ("_".join(settings) or "plain")
+        return analyze_tokens([f"m={tiny_text_model}"], str(data), "qwen", str(out), set_args=list(settings))["models"]["m"]
+
+    plain, neat = run(), run("packing=true", "neat_packing=true")
+    assert neat["num_samples"] < plain["num_samples"] and neat["num_tokens"] == plain["num_tokens"]
+    assert neat["mean_log_prob"] == pytest.approx(plain["mean_log_prob"], rel=1e-5)  # block-diagonal attention
