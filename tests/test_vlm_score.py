@@ -97,13 +97,20 @@ def test_judge_extracts_when_rules_fail_and_cache_resumes(tmp_path, judge_url):
     assert first["path"] == "/v1/chat/completions" and first["model"] == "local-judge"
     assert "option letter (A, B, C)" in _CannedJudge.requests[1]["messages"][0]["content"]
 
-    again = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out", judge=judge_url)
+    again = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out", judge=judge_url,
+                              judge_model="local-judge")
     assert again["Overall"] == result["Overall"] and len(_CannedJudge.requests) == 3  # all from the cache
 
     _write_predictions(predictions, [PREDICTIONS[0], "I pick circle", *PREDICTIONS[2:]])
-    changed = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out", judge=judge_url)
+    changed = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out", judge=judge_url,
+                                judge_model="local-judge")
     assert changed["Overall"] == pytest.approx(50.0)  # "circle" is option A: wrong
     assert len(_CannedJudge.requests) == 3  # the changed row was settled by the rules (option text)
+
+    other_judge = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out", judge=judge_url,
+                                    judge_model="another-judge")
+    assert other_judge["Overall"] == changed["Overall"]
+    assert len(_CannedJudge.requests) == 5  # a new judge redoes the judged rows (1 and 3), not the cache
 
 
 def test_without_judge_rules_only(tmp_path):

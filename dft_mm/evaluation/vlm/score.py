@@ -31,7 +31,7 @@ JUDGE_WHEN = ("none", "ambiguous", "last_expression", "whole")
 
 class ExtractionCache:
     """JSONL records ``{index, prediction, judge, extracted, method}``; reused only when the
-    prediction and the judge URL are unchanged."""
+    prediction and the judge (URL and model) are unchanged."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -115,6 +115,7 @@ def score_predictions(
     out.mkdir(parents=True, exist_ok=True)
     cache = ExtractionCache(out / f"{spec.name}_extract.jsonl")
     client = Judge(judge, model=judge_model) if judge else None
+    judge_key = f"{client.url} {judge_model}" if client else None  # cached rows are reused for this judge only
     scored, skipped, methods = [], Counter(), Counter()
     for row in tqdm(rows, desc=f"score {spec.name}", unit="row"):
         if row.get("answer") is None:
@@ -122,13 +123,13 @@ def score_predictions(
             continue
         options = answer_options(row, spec)
         prediction = row.get("prediction")
-        extraction = cache.get(row["index"], prediction, judge)
+        extraction = cache.get(row["index"], prediction, judge_key)
         if extraction is None:
             extraction = extract_answer(prediction, options)
             if client is not None and extraction.method in JUDGE_WHEN:
                 answer = client.extract(_question_text(row), str(prediction), options)
                 extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
-            cache.put(row["index"], prediction, judge, extraction)
+            cache.put(row["index"], prediction, judge_key, extraction)
         methods[extraction.method] += 1
         hit = is_hit(extraction.answer, row["answer"], options)
         scored.append({**row, "extracted": extraction.answer, "extract_method": extraction.method, "hit": int(hit)})
@@ -141,7 +142,7 @@ def score_predictions(
     result["details"] = {
         "dataset": spec.name, "benchmark": spec.benchmark, "predictions": str(predictions),
         "rows": len(rows), "scored": len(scored), "skipped": dict(skipped),
-        "extraction": dict(sorted(methods.items())), "counts": counts, "judge": judge,
+        "extraction": dict(sorted(methods.items())), "counts": counts, "judge": judge_key,
     }
     _write_scored(out / f"{spec.name}_scored.tsv", scored)
     _write_score_csv(out / f"{spec.name}_score.csv", metrics, counts)
