@@ -176,7 +176,8 @@ def run_vlmevalkit(
         if not run_py.is_file():
             raise UserError(f"{run_py} not found: --vlmevalkit must be a VLMEvalKit checkout "
                             "(git clone https://github.com/open-compass/VLMEvalKit && pip install -e VLMEvalKit)")
-        command = [sys.executable, str(run_py), "--config", str(config_path), "--work-dir", str(work)]
+        # --reuse: a rerun continues from VLMEvalKit's earlier predictions and judge caches
+        command = [sys.executable, str(run_py), "--config", str(config_path), "--work-dir", str(work), "--reuse"]
         if judge:
             command += ["--judge", judge]
         print("running:", " ".join(command), flush=True)
