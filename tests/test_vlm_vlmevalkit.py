@@ -90,3 +90,38 @@ def test_cli_parse_only_writes_config_and_table(tmp_path):
 def test_missing_checkout_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="run.py not found"):
         run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "WeMath", tmp_path / "nowhere", tmp_path / "work")
+
+
+STAND_IN_RUN_PY = '''
+"""Stands in for VLMEvalKit's run.py: same flags; 'evaluates' by copying recorded score files."""
+import argparse, json, pathlib, shutil, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--config"); parser.add_argument("--work-dir"); parser.add_argument("--judge")
+parser.add_argument("--reuse", action="store_true")
+args = parser.parse_args()
+config = json.loads(pathlib.Path(args.config).read_text())
+(name, model), = config["model"].items()
+assert model["class"] == "Qwen2VLChat" and args.reuse, config
+pathlib.Path("called.json").write_text(json.dumps({"judge": args.judge, "data": sorted(config["data"])}))
+shutil.copytree(sys.argv[0].replace("run.py", "recorded"), pathlib.Path(args.work_dir) / name / "T20250302_Gdeadbeef")
+'''
+
+
+def test_runs_the_checkout_and_reads_its_results(tmp_path):
+    checkout = tmp_path / "VLMEvalKit"
+    shutil.copytree(RUN, checkout / "recorded")
+    (checkout / "run.py").write_text(STAND_IN_RUN_PY)
+    result = run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "MathVision,WeMath", checkout, tmp_path / "work",
+                            judge="gpt-4o-mini", model_name=MODEL, out=tmp_path / "table")
+    called = json.loads((checkout / "called.json").read_text())  # run.py ran inside the checkout
+    assert called == {"judge": "gpt-4o-mini", "data": ["MathVision", "WeMath"]}
+    assert result["row"]["MathVision"] == pytest.approx(21.25) and result["row"]["WeMath"] == 23.71
+    assert (tmp_path / "table" / "vlm_table.md").is_file()
+
+
+def test_failed_run_is_a_user_error(tmp_path):
+    checkout = tmp_path / "VLMEvalKit"
+    checkout.mkdir()
+    (checkout / "run.py").write_text("import sys\nsys.exit(1)\n")
+    with pytest.raises(UserError, match="VLMEvalKit failed"):
+        run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "WeMath", checkout, tmp_path / "work")
