@@ -41,6 +41,7 @@ from dft_mm.errors import UserError
 
 SANDBOX_UID_BASE = 61000
 INSIDE_WORKDIR = "/tmp/work"
+SETUP_ATTEMPTS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +100,38 @@ def _preexec(limits: Limits, uid: int | None):
     return apply
 
 
+class SandboxError(RuntimeError):
+    """The sandbox itself could not start (not something the program did); never a program result."""
+
+
+def _live_uid_processes(uid: int) -> int:
+    """How many live (non-zombie) processes ``uid`` owns."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        count += state != b"Z"
+    return count
+
+
+def _wait_uid_drained(uid: int, timeout_s: float = 30.0) -> None:
+    """Block until a previous run's processes on this uid have exited (a killed fork bomb takes a
+    moment to be torn down), so the next run starts with its process budget. Zombies are left to
+    init to reap; if they still fill the budget, :meth:`Sandbox.run` retries the start."""
+    deadline = time.monotonic() + timeout_s
+    while _live_uid_processes(uid):
+        if time.monotonic() > deadline:
+            raise SandboxError(f"processes of sandbox uid {uid} did not exit within {timeout_s:.0f}s")
+        time.sleep(0.05)
+
+
 class Sandbox:
     """A private work dir plus a way to run commands on it inside bubblewrap.
 
@@ -154,8 +187,23 @@ class Sandbox:
         return argv + ["--", *command]
 
     def run(self, command: list[str], timeout_s: float, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``command`` inside the sandbox; never raises for anything the program does."""
+        """Run ``command`` inside the sandbox; never raises for anything the program does.
+
+        Raises :class:`SandboxError` when bubblewrap itself cannot start (``SETUP_ATTEMPTS`` times
+        in a row); such a failure is never reported as the program's result.
+        """
         assert self.host_dir is not None, "use Sandbox as a context manager"
+        for _ in range(SETUP_ATTEMPTS):
+            if self.uid is not None:
+                _wait_uid_drained(self.uid)
+            result = self._run_once(command, timeout_s, env)
+            setup_failed = result.exit_code == 1 and result.stderr.startswith("bwrap: ") and not result.stdout
+            if not setup_failed:
+                return result
+            time.sleep(0.5)  # e.g. a killed fork bomb's zombies still count against RLIMIT_NPROC
+        raise SandboxError(f"bubblewrap could not start the sandbox: {result.stderr.strip()}")
+
+    def _run_once(self, command: list[str], timeout_s: float, env: dict[str, str] | None) -> ExecResult:
         start = time.monotonic()
         proc = subprocess.Popen(self.argv(command, env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, preexec_fn=_preexec(self.limits, self.uid))
