@@ -75,6 +75,10 @@ def test_option_letter_mapping():
         ("60^\\circ", "60", True),
         ("\\sqrt{12}", "2\\sqrt{3}", True),
         ("f(x) = -x^2 - 2x + 1", "f(x)=-x^2-2x+1", True),
+        ("12 cm^2", "12", True),  # plain-text unit dropped
+        ("5 square units", "5", True),
+        ("50%", "50", True),
+        ("2x", "2", False),  # a variable is not a unit
         ("Red", "red", True),
         ("blue", "red", False),
         ("3", "4", False),

@@ -24,6 +24,16 @@ def _normalise(text: str) -> str:
     return re.sub(r"[\s。]+", "", text).rstrip(".").lower()
 
 
+# A plain-text unit after a number ("12 cm^2", "5 square units", "30%"), dropped on a second
+# try. Only known unit words: a variable such as the x of "2x" must never be dropped.
+_UNITS = ("mm|cm|dm|km|m|in|inch|inches|ft|feet|foot|yd|yards?|miles?|meters?|metres?|centimeters?|centimetres?|"
+          "millimeters?|kilometers?|units?|degrees?|deg|kg|g|grams?|seconds?|sec|s|minutes?|min|hours?|h|ml|l|"
+          "liters?|litres?|yuan|dollars?|cents?|px|pixels?|cm2|m2")
+_UNIT_SUFFIX = re.compile(
+    rf"(?<=[\d}}])(?:\s*(?:%|\\%)|\s+(?:square\s+|cubic\s+|sq\.?\s+)?(?:{_UNITS})(?:\^\{{?[23]\}}?|²|³)?)\s*$", re.I
+)
+
+
 def _timeout() -> int | None:
     """math-verify times out with ``signal.alarm``: main thread only; elsewhere no timeout."""
     return _TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
@@ -44,10 +54,14 @@ def equivalent(prediction: str, gold: str) -> bool:
         return True
     from math_verify import verify
 
-    gold_parsed, prediction_parsed = _parse(str(gold)), _parse(str(prediction))
-    if not gold_parsed or not prediction_parsed:
+    gold_parsed = _parse(str(gold))
+    if not gold_parsed:
         return False
-    return bool(verify(gold_parsed, prediction_parsed, timeout_seconds=_timeout()))
+    for candidate in dict.fromkeys([str(prediction), _UNIT_SUFFIX.sub("", str(prediction))]):
+        parsed = _parse(candidate) if candidate else []
+        if parsed and verify(gold_parsed, parsed, timeout_seconds=_timeout()):
+            return True
+    return False
 
 
 def is_hit(extracted: str | None, gold: str | None, options: dict[str, str] | None) -> bool:
