@@ -30,7 +30,7 @@ _UNITS = ("mm|cm|dm|km|m|in|inch|inches|ft|feet|foot|yd|yards?|miles?|meters?|me
           "millimeters?|kilometers?|units?|degrees?|deg|kg|g|grams?|seconds?|sec|s|minutes?|min|hours?|h|ml|l|"
           "liters?|litres?|yuan|dollars?|cents?|px|pixels?|cm2|m2")
 _UNIT_SUFFIX = re.compile(
-    rf"(?<=[\d}}])(?:\s*(?:%|\\%)|\s+(?:square\s+|cubic\s+|sq\.?\s+)?(?:{_UNITS})(?:\^\{{?[23]\}}?|²|³)?)\s*$", re.I
+    rf"(?<=[\d}}])(?:\s*(?:%|\\%)|\s+(?:square\s+|cubic\s+|sq\.?\s+)?(?:{_UNITS})(?:\^\{{?[23]\}}?|²|³)?)\s*$", re.IGNORECASE
 )
 
 
