@@ -47,6 +47,7 @@ def test_free_form_extraction(response, answer, method):
         ("I think A or B.", None),  # several options: ambiguous
         ("The answer is A and C.", None),
         ("Looking at the Figure there is no way to tell.", None),  # capital letters inside words do not count
+        ("A value of \\frac{1}{2}", None),  # article "A" vs quoted option D's text: they disagree
     ],
 )
 def test_multiple_choice_extraction(response, letter):

@@ -136,14 +136,13 @@ def _mentioned_letters(text: str, options: dict[str, str]) -> set[str]:
 
 
 def _option_in_response(text: str, options: dict[str, str]) -> str | None:
-    """A lone option letter in a short response, or the one option whose text is quoted."""
-    if len(text) <= _SHORT_RESPONSE:
-        letters = _mentioned_letters(text, options)
-        if len(letters) == 1:
-            return letters.pop()
-    quoted = [letter for letter, value in options.items()
-              if value and len(_normalise(value)) > 1 and _normalise(value) in _normalise(text)]
-    return quoted[0] if len(quoted) == 1 else None
+    """A lone option letter in a short response and/or the one option whose text is quoted;
+    None when they disagree ("A square" with B = "square") or name several options."""
+    letters = _mentioned_letters(text, options) if len(text) <= _SHORT_RESPONSE else set()
+    quoted = {letter for letter, value in options.items()
+              if value and len(_normalise(value)) > 1 and _normalise(value) in _normalise(text)}
+    found = letters | quoted
+    return found.pop() if len(found) == 1 else None
 
 
 def extract_answer(prediction: str | None, options: dict[str, str] | None = None) -> Extraction:
