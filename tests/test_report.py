@@ -62,8 +62,8 @@ def test_missing_pieces_are_shown_as_missing_not_zero(report):
 def test_curves_use_latest_checkpoint_and_token_section(report):
     out, md = report
     assert _row(md, "dft", "checkpoint-4/trainer_state.json") == [
-        "dft", "checkpoint-4/trainer_state.json", "4", "0.7500", "1.7500", "0.5000"]
-    assert _row(md, "sft", "trainer_state.json")[2:] == ["4", "1.2500", "1.2500", "0.4500"]
+        "dft", "checkpoint-4/trainer_state.json", "4", "0.75", "1.75", "0.5"]
+    assert _row(md, "sft", "trainer_state.json")[2:] == ["4", "1.25", "1.25", "0.45"]
     assert "'loss': — missing for empty" in md
     for name in ("curve_loss.png", "curve_nll.png", "curve_mean_target_prob.png", "token_probs.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC and f"]({name})" in md

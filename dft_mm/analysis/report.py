@@ -54,7 +54,7 @@ def _curve_blocks(runs: list[Run], out: Path) -> list[Block]:
                                         "(no trainer_state.json, or its log_history has no such entry)."))
     rows = []
     for run in runs:
-        last = {m: f"{run.curves[m][1][-1]:.4f}" for m in CURVE_METRICS if m in run.curves}
+        last = {m: f"{run.curves[m][1][-1]:.4g}" for m in CURVE_METRICS if m in run.curves}
         steps = max((s for steps, _ in run.curves.values() for s in steps), default=None)
         where = str(run.trainer_state.relative_to(run.path)) if run.trainer_state else MISSING
         rows.append([run.name, where, MISSING if steps is None else str(steps)]
@@ -100,7 +100,7 @@ def _token_blocks(runs: list[Run], out: Path) -> list[Block]:
         return MISSING if value is None else f"{value:.1%}"
 
     rows = [[name, str(stats["num_tokens"]),
-             MISSING if stats["mean"] is None else f"{stats['mean']:.4f}",
+             MISSING if stats["mean"] is None else f"{stats['mean']:.4g}",
              MISSING if stats["quantiles"].get("0.5") is None else f"{stats['quantiles']['0.5']:.4f}",
              share(stats["share_below_0.1"]), share(stats["share_above_0.9"]),
              " ".join(repr(item["token"]) for item in stats["lowest_bin_tokens"][:5]) or MISSING]
