@@ -247,3 +247,20 @@ def test_cuda_triton_bf16_matches_fp32_reference(level):
     assert abs(loss.item() - ref.item()) < 1e-2 * abs(ref.item()) + 1e-6
     for got, want in ((h16.grad, ref_h.grad), (w16.grad, ref_w.grad)):
         assert float((got.double() - want).norm() / want.norm()) < 1e-2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_triton_extra_memory_is_gradients_plus_one_chunk():
+    tokens, hidden_size, vocab = 8192, 1024, 32000
+    hidden = torch.randn(1, tokens, hidden_size, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    weight = (torch.randn(vocab, hidden_size, device="cuda") * 0.03).bfloat16().requires_grad_()
+    labels = torch.randint(0, vocab, (1, tokens), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    linear_dft(hidden, weight, labels).backward()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - before
+    gradients = 2 * (weight.numel() + hidden.numel())  # bf16 grad of weight and hidden
+    assert extra <= gradients + 160 * 2**20 + 64 * 2**20  # + one chunk (auto cap) + small buffers
