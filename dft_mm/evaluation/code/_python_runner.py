@@ -10,7 +10,7 @@ Modes (the job is a pickled dict written by :mod:`dft_mm.evaluation.code.humanev
                    copy), record outputs and seconds per input; pickled to ``result.json.pkl``.
 ``untrusted``      EvalPlus ``untrusted_check``/``unsafe_execute``: exec the solution under the
                    guard, call ``entry_point(*inp)`` per input under its own time limit,
-                   compare with the expected output (exact, ``find_zero`` oracle, or allclose
+                   compare with the expected output (``find_zero``: any root; else exact, or allclose
                    with ``atol``; ``atol`` forced to 1e-6 for float outputs); ``fast_check``
                    stops at the first failure. Result ``{"stat": "pass"|"fail", "details": [...]}``;
                    no result file means the process died or ran out of time (status timeout).
@@ -188,8 +188,10 @@ def untrusted(job, result_path):
                         out = fn(*inp)
                     exp = expected[i]
                     exact_match = out == exp
-                    if entry_point == "find_zero":
+                    if entry_point == "find_zero":  # any root is right (EvalPlus's special oracle)
                         assert abs(_poly(*inp, out)) <= atol
+                        details.append(True)
+                        continue
                     if atol == 0 and is_floats(exp):
                         atol = 1e-6
                     if not exact_match and atol != 0:
@@ -216,7 +218,6 @@ def main():
     with open(job_path, "rb") as handle:
         job = pickle.load(handle)
     if mode == "untrusted":
-        sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
         untrusted(job, result_path)
         return
     result = check_program(job) if mode == "check_program" else groundtruth(job)
