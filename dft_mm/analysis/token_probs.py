@@ -52,7 +52,10 @@ def supervised_token_logprobs(model, batch: dict, chunk_size: int = 1024) -> tup
     inputs = {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
     targets = shift_labels(inputs.pop("labels"), IGNORE_INDEX)  # [B, T]
     positions = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)  # [P] union over rows
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+    accepted = inspect.signature(model.forward).parameters
+    if "use_cache" in accepted:
+        inputs["use_cache"] = False  # no KV cache for a single teacher-forced pass
+    if "logits_to_keep" in accepted:
         logits = model(**inputs, logits_to_keep=positions).logits  # [B, P, V]: only needed positions
     else:
         logits = model(**inputs).logits[:, positions]  # [B, P, V]
