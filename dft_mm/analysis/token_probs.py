@@ -110,7 +110,10 @@ def _load_previous(path: Path, settings: dict) -> dict:
     """Finished models from an earlier run with the same settings (``{}`` when none)."""
     if not path.is_file():
         return {}
-    previous = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON ({err}); delete it to start over.")
     if previous.get("settings") != settings:
         raise UserError(f"{path} was written with other settings ({previous.get('settings')}); use another --out "
                         "or delete the file to start over.")
