@@ -41,6 +41,7 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", default=None, metavar="URL",
                         help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) asked when rules find no answer")
     parser.add_argument("--judge-model", default="judge", help="model name sent to the judge endpoint")
+    parser.add_argument("--judge-workers", type=int, default=8, help="judge requests in flight at once")
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -57,7 +58,8 @@ def _generate(args: argparse.Namespace) -> None:
 def _score(args: argparse.Namespace) -> None:
     from dft_mm.evaluation.vlm.score import score_predictions
 
-    result = score_predictions(args.dataset, args.predictions, args.out, judge=args.judge, judge_model=args.judge_model)
+    result = score_predictions(args.dataset, args.predictions, args.out, judge=args.judge, judge_model=args.judge_model,
+                               judge_workers=args.judge_workers)
     print(json.dumps({key: value for key, value in result.items() if key != "details"}, indent=2))
 
 
@@ -79,7 +81,7 @@ def _run(args: argparse.Namespace) -> None:
         args.model, args.datasets, args.out, data_root=args.data_root, backend=args.backend,
         batch_size=args.batch_size, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens, model_name=args.model_name, limit=args.limit, judge=args.judge,
-        judge_model=args.judge_model,
+        judge_model=args.judge_model, judge_workers=args.judge_workers,
     )
     print(json.dumps(result["row"], indent=2))
 

@@ -8,6 +8,7 @@ Example::
 
     judge = Judge("http://127.0.0.1:8000/v1", model="Qwen2.5-7B-Instruct")
     judge.extract(question, response, options)   # -> "B" / "22.3" / None
+    # concurrent use: complete() in worker threads, interpret() in the main thread
 """
 
 from __future__ import annotations
@@ -87,11 +88,14 @@ class Judge:
 
     def extract(self, question: str, response: str, options: dict[str, str] | None) -> str | None:
         """The judge's final answer (option letter for multiple choice), or None."""
-        from dft_mm.evaluation.vlm.extract import to_option_letter
+        return interpret(self.complete(self.prompt(question, response, options)), options)
 
-        reply = self.complete(self.prompt(question, response, options)).strip().strip(".").strip()
-        if not reply or reply.upper() == NO_ANSWER:
-            return None
-        if options:
-            return to_option_letter(reply, options)
-        return reply
+
+def interpret(reply: str, options: dict[str, str] | None) -> str | None:
+    """A judge reply as an answer: None for ``NONE``/empty, an option letter for multiple choice."""
+    from dft_mm.evaluation.vlm.extract import to_option_letter
+
+    reply = reply.strip().strip(".").strip()
+    if not reply or reply.upper() == NO_ANSWER:
+        return None
+    return to_option_letter(reply, options) if options else reply

@@ -35,6 +35,7 @@ def run_vlm_eval(
     limit: int | None = None,
     judge: str | None = None,
     judge_model: str = "judge",
+    judge_workers: int = 8,
 ) -> dict:
     """Generate + score each dataset into ``out/<dataset>/``; write ``out/vlm_table.{csv,md}``.
 
@@ -58,7 +59,7 @@ def run_vlm_eval(
             min_pixels=min_pixels, max_pixels=max_pixels, max_new_tokens=max_new_tokens, model_name=name, limit=limit,
         )
         results[spec_for(dataset).name] = score_predictions(dataset, predictions, folder, judge=judge,
-                                                            judge_model=judge_model)
+                                                            judge_model=judge_model, judge_workers=judge_workers)
     row = table_row(name, results)
     write_vlm_table(out, [row])
     return {"results": results, "row": row}

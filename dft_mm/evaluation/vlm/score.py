@@ -93,6 +93,19 @@ def _write_score_csv(path: Path, metrics: dict[str, float | None], counts: dict)
             writer.writerow([name, "" if value is None else f"{value:.2f}", hit, total])
 
 
+def _judge_all(client, todo: list[tuple[dict, dict | None]], workers: int) -> dict[str, str]:
+    """Raw judge replies ``{index: reply}`` for ``todo`` rows, ``workers`` requests at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    prompts = {row["index"]: client.prompt(_question_text(row), str(row.get("prediction")), options)
+               for row, options in todo}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        replies = pool.map(client.complete, prompts.values())
+        return dict(zip(prompts, tqdm(replies, total=len(prompts), desc="judge", unit="row")))
+
+
 def score_predictions(
     dataset: str,
     predictions: str | Path,
@@ -100,12 +113,17 @@ def score_predictions(
     *,
     judge: str | None = None,
     judge_model: str = "judge",
+    judge_workers: int = 8,
 ) -> dict:
-    """Score ``predictions`` with ``dataset``'s semantics; returns the score JSON as a dict."""
+    """Score ``predictions`` with ``dataset``'s semantics; returns the score JSON as a dict.
+
+    Rule extraction runs first; the rows it leaves unsettled go to the judge (when given),
+    ``judge_workers`` requests at a time.
+    """
     from tqdm import tqdm
 
     from dft_mm.evaluation.vlm.compare import is_hit
-    from dft_mm.evaluation.vlm.judge import Judge
+    from dft_mm.evaluation.vlm.judge import Judge, interpret
     from dft_mm.evaluation.vlm.predictions import load_predictions
     from dft_mm.evaluation.vlm.prompts import answer_options
 
@@ -116,20 +134,36 @@ def score_predictions(
     cache = ExtractionCache(out / f"{spec.name}_extract.jsonl")
     client = Judge(judge, model=judge_model) if judge else None
     judge_key = f"{client.url} {judge_model}" if client else None  # cached rows are reused for this judge only
-    scored, skipped, methods = [], Counter(), Counter()
-    for row in tqdm(rows, desc=f"score {spec.name}", unit="row"):
+    skipped = Counter()
+    gradable = []
+    for row in rows:
         if row.get("answer") is None:
             skipped["no gold answer"] += 1
+        else:
+            gradable.append((row, answer_options(row, spec)))
+    extractions: dict[str, Extraction] = {}
+    todo = []
+    for row, options in tqdm(gradable, desc=f"extract {spec.name}", unit="row"):
+        cached = cache.get(row["index"], row.get("prediction"), judge_key)
+        if cached is not None:
+            extractions[row["index"]] = cached
             continue
-        options = answer_options(row, spec)
-        prediction = row.get("prediction")
-        extraction = cache.get(row["index"], prediction, judge_key)
-        if extraction is None:
-            extraction = extract_answer(prediction, options)
-            if client is not None and extraction.method in JUDGE_WHEN:
-                answer = client.extract(_question_text(row), str(prediction), options)
-                extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
-            cache.put(row["index"], prediction, judge_key, extraction)
+        extraction = extract_answer(row.get("prediction"), options)
+        if client is not None and extraction.method in JUDGE_WHEN:
+            todo.append((row, options))
+        else:
+            extractions[row["index"]] = extraction
+            cache.put(row["index"], row.get("prediction"), judge_key, extraction)
+    if todo:
+        replies = _judge_all(client, todo, judge_workers)
+        for row, options in todo:
+            answer = interpret(replies[row["index"]], options)
+            extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
+            extractions[row["index"]] = extraction
+            cache.put(row["index"], row.get("prediction"), judge_key, extraction)
+    scored, methods = [], Counter()
+    for row, options in tqdm(gradable, desc=f"score {spec.name}", unit="row"):
+        extraction = extractions[row["index"]]
         methods[extraction.method] += 1
         hit = is_hit(extraction.answer, row["answer"], options)
         scored.append({**row, "extracted": extraction.answer, "extract_method": extraction.method, "hit": int(hit)})
