@@ -19,11 +19,11 @@ KV cache, stop strings) and ``vllm`` (when installed).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code import data as code_data
+from dft_mm.evaluation.code.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.scoring import truncate_at_stop
 
 EVALPLUS_STOP = ["<|endoftext|>", "<|endofmask|>", "</s>", "\nif __name__", "\ndef main(", "\nprint(",
@@ -59,27 +59,6 @@ def build_requests(benchmark: str, problems: list[dict], chat: bool) -> list[dic
             request["stop"] = ["\n```"] + ([] if kind != "multipl-e" else stop)
         requests.append(request)
     return requests
-
-
-def _finished(path: Path) -> set[tuple[str, int]]:
-    done = set()
-    if path.is_file():
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # cut short by a kill: regenerate it
-                    continue
-                done.add((row["task_id"], int(row.get("index", 0))))
-    return done
-
-
-def _repair_tail(path: Path) -> None:
-    """Drop a partial last line left by a killed run, so appends start on a fresh line."""
-    if path.is_file() and path.stat().st_size:
-        raw = path.read_bytes()
-        if not raw.endswith(b"\n"):
-            path.write_bytes(raw[: raw.rfind(b"\n") + 1])
 
 
 class HFBackend:
@@ -173,8 +152,7 @@ def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / SAMPLES
-    _repair_tail(path)
-    done = _finished(path)
+    done = {(row["task_id"], int(row.get("index", 0))) for row in complete_records(path)}
     todo = [(r, i) for r in requests for i in range(n_samples) if (r["task_id"], i) not in done]
     if not todo:
         print(f"{benchmark}: all {len(requests) * n_samples} samples already in {path}")
@@ -191,13 +169,12 @@ def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = 
         current.append(item)
     batches.append(current)
     limit_tokens = max_new_tokens or MAX_NEW_TOKENS[kind]
-    with open(path, "a", encoding="utf-8") as handle, tqdm(total=len(todo), desc=f"{benchmark}: generating",
+    with open_for_append(path) as handle, tqdm(total=len(todo), desc=f"{benchmark}: generating",
                                                            unit="sample") as bar:
         for batch in batches:
             texts = engine.generate([engine.render(r, chat) for r, _ in batch], batch[0][0]["stop"], limit_tokens,
                                     temperature, top_p)
             for (request, index), text in zip(batch, texts):
-                handle.write(json.dumps(_sample_row(kind, request, index, text, chat)) + "\n")
-                handle.flush()
+                append(handle, _sample_row(kind, request, index, text, chat))
             bar.update(len(batch))
     return path

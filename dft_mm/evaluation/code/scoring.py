@@ -32,6 +32,7 @@ from dft_mm.errors import UserError
 from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.code import humaneval as he
 from dft_mm.evaluation.code.languages import check_toolchain, evaluate_program
+from dft_mm.evaluation.code.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.sandbox import check_bwrap
 
 EXECUTIONS = "executions.jsonl"
@@ -86,23 +87,14 @@ class ExecutionCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.results: dict[str, dict] = {}
-        if path.is_file():
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut short by a kill: re-run that program
-                        continue
-                    self.results[record["key"]] = record["result"]
+        self.results: dict[str, dict] = {r["key"]: r["result"] for r in complete_records(path)}
         self.lock = threading.Lock()
-        self.handle = open(path, "a", encoding="utf-8")
+        self.handle = open_for_append(path)
 
     def add(self, key: str, result: dict) -> None:
         with self.lock:
             self.results[key] = result
-            self.handle.write(json.dumps({"key": key, "result": result}) + "\n")
-            self.handle.flush()
+            append(self.handle, {"key": key, "result": result})
 
     def close(self) -> None:
         self.handle.close()
