@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from dft_mm.cli import main
+from dft_mm.errors import UserError
 from dft_mm.evaluation.vlm.score import score_predictions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vlm"
@@ -40,7 +41,11 @@ class _CannedJudge(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append({"path": self.path, **body})
         prompt = body["messages"][0]["content"]
-        reply = next((answer for key, answer in self.replies.items() if key in prompt.split("Response:")[1]), "NONE")
+        response = prompt.split("Response:")[1]
+        if "server error" in response:
+            self.send_error(500)
+            return
+        reply = next((answer for key, answer in self.replies.items() if key in response), "NONE")
         payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -112,6 +117,14 @@ def test_judge_extracts_when_rules_fail_and_cache_resumes(tmp_path, judge_url):
                                     judge_model="another-judge")
     assert other_judge["Overall"] == changed["Overall"]
     assert len(_CannedJudge.requests) == 5  # a new judge redoes the judged rows (1 and 3), not the cache
+
+
+def test_judge_failure_keeps_finished_rows(tmp_path, judge_url):
+    predictions = _write_predictions(tmp_path / "m_shapes.tsv", [*PREDICTIONS[:2], "server error", PREDICTIONS[3]])
+    with pytest.raises(UserError, match="judge endpoint .* failed after 3 tries"):
+        score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out", judge=judge_url)
+    cached = [json.loads(line) for line in (tmp_path / "out" / "shapes_extract.jsonl").read_text().splitlines()]
+    assert {(r["index"], r["method"]) for r in cached} == {("1", "judge"), ("2", "judge"), ("4", "boxed")}
 
 
 def test_without_judge_rules_only(tmp_path):

@@ -93,17 +93,22 @@ def _write_score_csv(path: Path, metrics: dict[str, float | None], counts: dict)
             writer.writerow([name, "" if value is None else f"{value:.2f}", hit, total])
 
 
-def _judge_all(client, todo: list[tuple[dict, dict | None]], workers: int) -> dict[str, str]:
-    """Raw judge replies ``{index: reply}`` for ``todo`` rows, ``workers`` requests at a time."""
-    from concurrent.futures import ThreadPoolExecutor
+def _judge_replies(client, todo: list[tuple[dict, dict | None]], workers: int):
+    """Yield ``(row, options, raw reply)`` as the judge answers, ``workers`` requests at a time;
+    on a failure the pending requests are cancelled and the error raised."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm import tqdm
 
-    prompts = {row["index"]: client.prompt(_question_text(row), str(row.get("prediction")), options)
-               for row, options in todo}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        replies = pool.map(client.complete, prompts.values())
-        return dict(zip(prompts, tqdm(replies, total=len(prompts), desc="judge", unit="row")))
+        futures = {pool.submit(client.complete, client.prompt(_question_text(row), str(row.get("prediction")), options)):
+                   (row, options) for row, options in todo}
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc="judge", unit="row"):
+                yield (*futures[future], future.result())
+        finally:
+            for future in futures:
+                future.cancel()
 
 
 def score_predictions(
@@ -154,13 +159,11 @@ def score_predictions(
         else:
             extractions[row["index"]] = extraction
             cache.put(row["index"], row.get("prediction"), judge_key, extraction)
-    if todo:
-        replies = _judge_all(client, todo, judge_workers)
-        for row, options in todo:
-            answer = interpret(replies[row["index"]], options)
-            extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
-            extractions[row["index"]] = extraction
-            cache.put(row["index"], row.get("prediction"), judge_key, extraction)
+    for row, options, reply in _judge_replies(client, todo, judge_workers) if todo else ():
+        answer = interpret(reply, options)
+        extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
+        extractions[row["index"]] = extraction
+        cache.put(row["index"], row.get("prediction"), judge_key, extraction)  # kept even if a later request fails
     scored, methods = [], Counter()
     for row, options in tqdm(gradable, desc=f"score {spec.name}", unit="row"):
         extraction = extractions[row["index"]]
