@@ -33,7 +33,8 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, help="folder of <name>.tsv files (default: $LMUData or ~/LMUData)")
     parser.add_argument("--backend", choices=("auto", "hf", "vllm"), default="auto",
                         help="auto = vLLM when importable with a GPU, else HF transformers")
-    parser.add_argument("--batch-size", type=int, default=8, help="HF backend batch size")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="rows per generate call (HF batch); vLLM takes at least 256 at a time")
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows (smoke tests)")
 
 

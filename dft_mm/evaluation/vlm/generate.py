@@ -39,6 +39,8 @@ def build_messages(images: list, text: str, min_pixels: int, max_pixels: int) ->
 class HFBackend:
     """transformers ``AutoModelForImageTextToText`` + ``AutoProcessor``, batched greedy decoding."""
 
+    min_batch = 1
+
     def __init__(self, model_path: str, max_new_tokens: int):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -76,6 +78,8 @@ class HFBackend:
 
 class VLLMBackend:
     """vLLM offline engine with the same prompts and images (temperature 0)."""
+
+    min_batch = 256  # vLLM schedules its own batches: hand it many requests per call
 
     def __init__(self, model_path: str, max_new_tokens: int, max_images: int = 8):
         from transformers import AutoProcessor
@@ -160,9 +164,10 @@ def generate_predictions(
     if not todo:
         return path
     engine = make_backend(backend, str(model), max_new_tokens)
+    chunk = max(batch_size, engine.min_batch)
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"generate {data.name}", unit="q") as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
+        for start in range(0, len(todo), chunk):
+            batch = todo[start:start + chunk]
             conversations = [build_messages(data.images(row), build_prompt(row, data.spec), min_pixels, max_pixels)
                              for row in batch]
             for row, prediction in zip(batch, engine.generate(conversations)):
