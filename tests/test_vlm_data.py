@@ -42,6 +42,13 @@ def test_missing_dataset_names_url_and_md5(tmp_path, monkeypatch):
     assert KNOWN_DATASETS["MathVision"].url in message and "93f6de14f7916e598aa1b7165589831e" in message
 
 
+def test_known_name_wins_over_a_same_named_folder(lmu, tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "WeMath").mkdir()  # e.g. an earlier `run --out .` result folder
+    monkeypatch.chdir(tmp_path / "work")
+    assert load_dataset("WeMath").path == lmu / "WeMath.tsv"
+
+
 def test_unknown_name_and_bad_columns(tmp_path):
     with pytest.raises(UserError, match="unknown dataset 'MathVista'"):
         load_dataset("MathVista")

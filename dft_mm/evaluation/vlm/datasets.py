@@ -90,14 +90,14 @@ def spec_for(dataset: str) -> DatasetSpec:
 
 
 def dataset_path(dataset: str, data_root: str | Path | None = None) -> Path:
-    """Locate the TSV of ``dataset`` (a known name or a path); raise a UserError saying how to get it."""
-    candidate = Path(dataset)
-    if candidate.suffix.lower() == ".tsv" or candidate.exists():
-        if not candidate.is_file():
+    """Locate the TSV of ``dataset`` (a known name first, else a path); raise a UserError saying how to get it."""
+    if dataset not in KNOWN_DATASETS:
+        candidate = Path(dataset)
+        if candidate.is_file():
+            return candidate
+        if candidate.suffix.lower() == ".tsv" or candidate.exists():
             raise UserError(f"dataset file {candidate} not found; pass an existing TSV in VLMEvalKit format "
                             f"(columns {', '.join(REQUIRED_COLUMNS)}) or one of: {', '.join(KNOWN_DATASETS)}")
-        return candidate
-    if dataset not in KNOWN_DATASETS:
         raise UserError(f"unknown dataset {dataset!r}: use one of {', '.join(KNOWN_DATASETS)} "
                         "or a path to a TSV in VLMEvalKit format")
     root = lmu_data_root(data_root)
