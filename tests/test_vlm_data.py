@@ -33,6 +33,12 @@ def test_known_dataset_from_lmudata_with_index_reference_images(lmu):
     assert list(shared[0].getdata()) == list(own[0].getdata())
 
 
+def test_legacy_file_name_of_older_vlmevalkit(tmp_path, monkeypatch):
+    shutil.copy(FIXTURES / "MathVerse_MINI.tsv", tmp_path / "MathVerse_MINIV.tsv")  # the URL's basename
+    monkeypatch.setenv("LMUData", str(tmp_path))
+    assert load_dataset("MathVerse_MINI").path == tmp_path / "MathVerse_MINIV.tsv"
+
+
 def test_missing_dataset_names_url_and_md5(tmp_path, monkeypatch):
     monkeypatch.setenv("LMUData", str(tmp_path))
     with pytest.raises(UserError) as err:

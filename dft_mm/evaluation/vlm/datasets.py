@@ -103,13 +103,15 @@ def dataset_path(dataset: str, data_root: str | Path | None = None) -> Path:
     root = lmu_data_root(data_root)
     spec = KNOWN_DATASETS[dataset]
     path = root / f"{dataset}.tsv"
-    if not path.is_file():
-        raise UserError(
-            f"{path} not found. Download it with\n  mkdir -p {root} && wget -O {path} {spec.url}\n"
-            f"(expected MD5 {spec.md5}; VLMEvalKit reads the same file), or set $LMUData / --data-root "
-            "to the folder that holds it."
-        )
-    return path
+    legacy = root / spec.url.rsplit("/", 1)[-1]  # older VLMEvalKit releases kept the URL's file name
+    for candidate in (path, legacy):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"{path} not found (nor {legacy.name}). Download it with\n  mkdir -p {root} && wget -O {path} {spec.url}\n"
+        f"(expected MD5 {spec.md5}; VLMEvalKit reads the same file), or set $LMUData / --data-root "
+        "to the folder that holds it."
+    )
 
 
 def file_md5(path: str | Path) -> str:
@@ -215,7 +217,7 @@ def load_dataset(dataset: str, data_root: str | Path | None = None) -> VLMDatase
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; a VLMEvalKit TSV needs "
                         f"{', '.join(REQUIRED_COLUMNS)} (tab-separated, header row first)")
-    digest = file_md5(path) if spec.md5 and path.name == f"{spec.name}.tsv" else spec.md5
+    digest = file_md5(path) if spec.md5 and (dataset in KNOWN_DATASETS or path.stem == spec.name) else spec.md5
     if digest != spec.md5:
         print(f"warning: {path} has MD5 {digest}, VLMEvalKit expects {spec.md5} "
               f"(a different release of {spec.name}); scores may not be comparable", file=sys.stderr)
