@@ -55,7 +55,8 @@ class _Gradients:
         h_dtype, w_dtype = rows.grad_dtypes(hidden, weight)
         self.hidden = torch.zeros(hidden.shape, dtype=h_dtype, device=hidden.device) if needs[0] else None
         self.weight = torch.zeros(weight.shape, dtype=w_dtype, device=weight.device) if needs[1] else None
-        self.bias = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if needs[2] else None
+        b_dtype = torch.promote_types(w_dtype, torch.float32)
+        self.bias = torch.zeros(weight.shape[0], dtype=b_dtype, device=weight.device) if needs[2] else None
 
     def add_chunk(self, grad_z, h_chunk, index, weight):
         """Add one chunk's contribution; ``grad_z`` ``[C, V]``, ``h_chunk`` ``[C, H]``,
@@ -65,7 +66,7 @@ class _Gradients:
         if self.weight is not None:
             self.weight.addmm_(grad_z.T.to(self.weight.dtype), h_chunk.to(self.weight.dtype))
         if self.bias is not None:
-            self.bias += grad_z.sum(0, dtype=torch.float32)
+            self.bias += grad_z.sum(0, dtype=self.bias.dtype)
 
 
 def _chunks(count: int, size: int):
@@ -95,6 +96,9 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
     n_items = normaliser(mask_bt, cfg.num_items_in_batch)
     logp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
 
+    def weights_from_logp():
+        return dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha)
+
     want_grads = any(needs_grad)
     two_pass = cfg.level != "token" and cfg.alpha != 0
     weights = None
@@ -103,7 +107,7 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
             z = rows.logits(hidden[index[part]], w_gemm, b_gemm)
             logp[index[part]] = rows.target_logprobs(z, targets[part])
             del z
-        weights = dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha)
+        weights = weights_from_logp()
 
     grads = None
     if want_grads:
@@ -120,7 +124,7 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
             grads.add_chunk(grad_z, h_chunk, index[part], w_gemm)
             del z, grad_z
         if weights is None:
-            weights = dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha)
+            weights = weights_from_logp()
 
     loss, stats = reduce_weighted_nll(logp.view_as(mask_bt), mask_bt, weights, cfg.num_items_in_batch)
     return loss, stats, grads
