@@ -20,7 +20,7 @@ import pytest
 
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code.languages import check_toolchain, evaluate_program
-from dft_mm.evaluation.code.sandbox import SANDBOX_UID_BASE, Limits, Sandbox
+from dft_mm.evaluation.code.sandbox import SANDBOX_UID_BASE, UID_POOL, Limits, Sandbox
 from dft_mm.evaluation.code.scoring import score
 
 RUN_TIMEOUT_S = 3.0
@@ -128,7 +128,7 @@ def _sandbox_processes(wait_s: float = 5.0) -> list[str]:
     while True:
         out = subprocess.run(["ps", "-eo", "uid=,pid=,stat=,comm="], capture_output=True, text=True).stdout
         alive = [line for line in out.splitlines()
-                 if SANDBOX_UID_BASE <= int(line.split()[0]) < SANDBOX_UID_BASE + 64 and not line.split()[2].startswith("Z")]
+                 if SANDBOX_UID_BASE <= int(line.split()[0]) < SANDBOX_UID_BASE + UID_POOL and not line.split()[2].startswith("Z")]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
@@ -145,7 +145,7 @@ def test_hostile_program_is_contained(lang, attack, canary_dir, server):
     canary, target = canary_dir / "canary.txt", canary_dir / "pwned"
     program = PROGRAMS[lang][attack].format(canary=str(canary), target=str(target), port=server.port)
     start = time.monotonic()
-    result = evaluate_program(lang, program, slot=0, run_timeout_s=RUN_TIMEOUT_S)
+    result = evaluate_program(lang, program, run_timeout_s=RUN_TIMEOUT_S)
     elapsed = time.monotonic() - start
 
     assert result["status"] != "OK", result
@@ -160,19 +160,19 @@ def test_hostile_program_is_contained(lang, attack, canary_dir, server):
     assert server.connections == 0 and server.received == b""
     assert len(result["stdout"]) <= Limits().max_output_bytes
     assert _sandbox_processes() == [], "sandboxed processes outlived their run"
-    assert evaluate_program("python", "print(1)\n", slot=0)["status"] == "OK", "the slot is unusable afterwards"
+    assert evaluate_program("python", "print(1)\n")["status"] == "OK", "the sandbox is unusable afterwards"
 
 
 def test_sandbox_is_private_and_removed():
-    with Sandbox(slot=1) as box:
+    with Sandbox() as box, Sandbox() as other:
         box.write("a.txt", "data")
         host_dir = box.host_dir
         result = box.run(["sh", "-c", "cat a.txt; echo; touch b.txt; echo hi > /tmp/x; ls /tmp; id -u"], 10)
         assert result.exit_code == 0, result
         lines = result.stdout.split()
         assert lines[0] == "data" and "x" in lines and "work" in lines
-        if os.geteuid() == 0:
-            assert lines[-1] == str(SANDBOX_UID_BASE + 1)
+        if os.geteuid() == 0:  # concurrent sandboxes never share an unprivileged uid
+            assert lines[-1] == str(box.uid) and box.uid != other.uid and box.uid >= SANDBOX_UID_BASE
         assert box.read("b.txt") == b""
     assert not host_dir.exists()
 

@@ -181,14 +181,36 @@ EVALUATORS: dict[str, Callable[[Sandbox, str, float], dict]] = {
 }
 
 
-def evaluate_program(language: str, program: str, slot: int = 0, run_timeout_s: float = STEP_TIMEOUT_S) -> dict:
+SELF_TESTS = {
+    "python": "print(1)\n",
+    "cpp": "#include <bits/stdc++.h>\nint main() { assert(1 + 1 == 2); }\n",
+    "java": "import org.javatuples.*;\nclass Problem { public static void main(String[] a) { Pair.with(1, 2); } }\n",
+    "cs": "using System.Diagnostics;\nclass Problem { public static void Main(string[] a) { Debug.Assert(true); } }\n",
+    "php": "<?php\necho 1;\n",
+    "ts": "const x: number = 1;\nconsole.log(x);\n",
+    "js": "console.log(1);\n",
+    "sh": "true\n",
+}
+
+
+def self_test(language: str) -> None:
+    """Run a trivially correct program of ``language`` in the sandbox; a UserError (with what it
+    printed) when it does not come back OK, so a broken toolchain cannot silently score 0."""
+    check_toolchain(language)
+    result = evaluate_program(language, SELF_TESTS[language])
+    if result["status"] != "OK":
+        raise UserError(f"the {language} toolchain does not work inside the sandbox ({result['status']}, exit "
+                        f"{result['exit_code']}): {(result['stderr'] or result['stdout']).strip()[:500]}")
+
+
+def evaluate_program(language: str, program: str, run_timeout_s: float = STEP_TIMEOUT_S) -> dict:
     """Execute one MultiPL-E program (``prompt + completion + "\\n" + tests``) in a fresh sandbox.
 
     Returns MultiPL-E's per-program record: ``{"status", "exit_code", "stdout", "stderr"}``
     (stdout/stderr truncated to 2048 bytes each, as MultiPL-E keeps them). ``run_timeout_s``
     bounds each run step (MultiPL-E: 15 s; mono at most 5 s); compiles always get 15 s.
     """
-    with Sandbox(slot=slot) as box:
+    with Sandbox() as box:
         name = "program" + EXTENSIONS[language]
         box.write(name, program)
         return EVALUATORS[language](box, name, run_timeout_s)

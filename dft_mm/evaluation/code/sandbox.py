@@ -10,15 +10,18 @@ Every execution gets:
 * rlimits: CPU seconds, data segment (RLIMIT_DATA, which bounds malloc/mmap but, unlike
   RLIMIT_AS, leaves room for the JVM's and mono's large address-space reservations), file
   size, open files, and number of processes;
-* when started as root, a per-worker unprivileged uid (``SANDBOX_UID_BASE + slot``) so that
-  RLIMIT_NPROC is enforced (the kernel exempts root) and concurrent runs cannot see each other;
+* when started as root, an unprivileged uid of its own (one of ``SANDBOX_UID_BASE`` +
+  0..``UID_POOL``-1, held with an exclusive ``flock`` for the sandbox's lifetime, so concurrent
+  sandboxes - in this process or any other - never share one), which makes RLIMIT_NPROC
+  apply (the kernel exempts root) and keeps concurrent runs apart;
+* the sandbox dies with the scorer (``PR_SET_PDEATHSIG``), so a killed scorer leaves nothing behind;
 * a wall-clock timeout that kills the whole process group, and stdout/stderr capped: the
   first ``max_output_bytes`` are kept, the rest drained and discarded, and more than
   ``kill_output_bytes`` in total kills the program.
 
 Example::
 
-    with Sandbox(slot=0) as box:
+    with Sandbox() as box:
         box.write("main.py", "print(1)")
         result = box.run(["python3", "main.py"], timeout_s=5)
         assert result.stdout == "1\\n"
@@ -26,7 +29,10 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import fcntl
 import os
 import resource
 import selectors
@@ -40,6 +46,10 @@ from pathlib import Path
 from dft_mm.errors import UserError
 
 SANDBOX_UID_BASE = 61000
+UID_POOL = 512
+UID_LOCK_DIR = Path(tempfile.gettempdir()) / "dft_mm_sandbox_uids"
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_PR_SET_PDEATHSIG = 1
 INSIDE_WORKDIR = "/tmp/work"
 SETUP_ATTEMPTS = 20
 
@@ -96,8 +106,24 @@ def _preexec(limits: Limits, uid: int | None):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
 
     return apply
+
+
+def _acquire_uid() -> tuple[int, int]:
+    """An unprivileged uid no other live sandbox holds, and the fd of its lock (close to release)."""
+    UID_LOCK_DIR.mkdir(exist_ok=True)
+    os.chmod(UID_LOCK_DIR, 0o1777)
+    while True:
+        for uid in range(SANDBOX_UID_BASE, SANDBOX_UID_BASE + UID_POOL):
+            fd = os.open(UID_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return uid, fd
+            except BlockingIOError:
+                os.close(fd)
+        time.sleep(0.1)
 
 
 class SandboxError(RuntimeError):
@@ -135,20 +161,23 @@ def _wait_uid_drained(uid: int, timeout_s: float = 30.0) -> None:
 class Sandbox:
     """A private work dir plus a way to run commands on it inside bubblewrap.
 
-    ``slot`` picks the unprivileged uid (one per concurrent worker). Files written with
-    :meth:`write` appear in the sandbox's current directory (``/tmp/work``).
+    Files written with :meth:`write` appear in the sandbox's current directory (``/tmp/work``).
+    Started as root, the sandbox holds its own unprivileged uid while the context is open.
     """
 
-    def __init__(self, slot: int = 0, limits: Limits | None = None, env: dict[str, str] | None = None):
+    def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None):
         self.bwrap = check_bwrap()
         self.limits = limits or Limits()
-        self.uid = SANDBOX_UID_BASE + slot if os.geteuid() == 0 else None
+        self.uid: int | None = None
+        self._uid_lock: int | None = None
         self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "HOME": INSIDE_WORKDIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         self.env.update(env or {})
         self.host_dir: Path | None = None
 
     def __enter__(self) -> "Sandbox":
+        if os.geteuid() == 0:
+            self.uid, self._uid_lock = _acquire_uid()
         self.host_dir = Path(tempfile.mkdtemp(prefix="dft_mm_sandbox_"))
         if self.uid is not None:
             os.chown(self.host_dir, self.uid, self.uid)
@@ -159,6 +188,9 @@ class Sandbox:
         if self.host_dir is not None:
             shutil.rmtree(self.host_dir, ignore_errors=True)
             self.host_dir = None
+        if self._uid_lock is not None:
+            os.close(self._uid_lock)
+            self.uid = self._uid_lock = None
 
     def write(self, name: str, text: str | bytes) -> None:
         """Create ``name`` in the work dir (owned by the sandbox uid)."""

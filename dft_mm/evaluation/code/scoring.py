@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import pickle
-import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -31,7 +30,7 @@ from typing import Callable
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.code import humaneval as he
-from dft_mm.evaluation.code.languages import check_toolchain, evaluate_program
+from dft_mm.evaluation.code.languages import evaluate_program, self_test
 from dft_mm.evaluation.code.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.sandbox import check_bwrap
 
@@ -100,33 +99,21 @@ class ExecutionCache:
         self.handle.close()
 
 
-def for_each_on_slots(items: list, fn: Callable, workers: int, desc: str, unit: str = "prog") -> None:
-    """Call ``fn(item, slot)`` for every item, ``workers`` at a time; each concurrent call holds
-    its own sandbox slot (0..workers-1), so concurrent sandboxes run as different uids."""
+def parallel_for_each(items: list, fn: Callable, workers: int, desc: str, unit: str = "prog") -> None:
+    """Call ``fn(item)`` for every item, ``workers`` at a time (each call runs its own sandbox)."""
     from tqdm import tqdm
 
-    slots: queue.Queue[int] = queue.Queue()
-    for slot in range(workers):
-        slots.put(slot)
-
-    def work(item) -> None:
-        slot = slots.get()
-        try:
-            fn(item, slot)
-        finally:
-            slots.put(slot)
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(work, item) for item in items]
+        futures = [pool.submit(fn, item) for item in items]
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit=unit):
             future.result()
 
 
-def run_unique(jobs: dict[str, Callable[[int], dict]], cache: ExecutionCache, workers: int, desc: str) -> None:
+def run_unique(jobs: dict[str, Callable[[], dict]], cache: ExecutionCache, workers: int, desc: str) -> None:
     """Run every job whose key is not cached yet; each result is appended to the cache at once."""
     todo = [(key, job) for key, job in jobs.items() if key not in cache.results]
     if todo:
-        for_each_on_slots(todo, lambda item, slot: cache.add(item[0], item[1](slot)), workers, desc)
+        parallel_for_each(todo, lambda item: cache.add(item[0], item[1]()), workers, desc)
 
 
 def _key(kind: str, program: str) -> str:
@@ -145,7 +132,7 @@ def _groundtruth(problems: list[dict], dataset_hash: str, out: Path, workers: in
     problems = [p for p in problems if p["task_id"] not in oracle]
     if not problems:
         return oracle
-    for_each_on_slots(problems, lambda p, slot: oracle.__setitem__(p["task_id"], he.groundtruth(p, slot)),
+    parallel_for_each(problems, lambda p: oracle.__setitem__(p["task_id"], he.groundtruth(p)),
                       workers, "HumanEval+ ground truth", unit="task")
     with open(path, "wb") as handle:
         pickle.dump({"hash": dataset_hash, "oracle": oracle}, handle)
@@ -158,6 +145,7 @@ def _status_counts(records: list[dict], field: str) -> dict[str, int]:
 
 def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], out: Path, workers: int,
                     data) -> dict:
+    he.self_test()
     by_id = {p["task_id"]: p for p in problems}
     plus = benchmark == "humaneval+"
     expected, dataset_hash = {}, None
@@ -172,9 +160,9 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
         key = _key(benchmark, solution)
         keys.append(key)
         if plus:
-            jobs[key] = lambda slot, p=problem, s=solution: he.check_humaneval_plus(p, s, expected[p["task_id"]], slot)
+            jobs[key] = lambda p=problem, s=solution: he.check_humaneval_plus(p, s, expected[p["task_id"]])
         else:
-            jobs[key] = lambda slot, p=problem, s=solution: he.check_humaneval(p, s, slot)
+            jobs[key] = lambda p=problem, s=solution: he.check_humaneval(p, s)
     cache = ExecutionCache(out / EXECUTIONS)
     try:
         run_unique(jobs, cache, workers, f"{benchmark}: executing")
@@ -203,7 +191,7 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
 
 
 def _score_multiple(language: str, problems: list[dict], samples: list[dict], out: Path, workers: int) -> dict:
-    check_toolchain(language)
+    self_test(language)
     by_id = {p["task_id"]: p for p in problems}
     jobs, keys = {}, []
     for sample in samples:
@@ -216,7 +204,7 @@ def _score_multiple(language: str, problems: list[dict], samples: list[dict], ou
         sample["program"] = program
         key = _key(f"multipl-e-{language}", program)
         keys.append(key)
-        jobs[key] = lambda slot, lang=language, prog=program: {**evaluate_program(lang, prog, slot),
+        jobs[key] = lambda lang=language, prog=program: {**evaluate_program(lang, prog),
                                                                "timestamp": int(time.time())}
     cache = ExecutionCache(out / EXECUTIONS)
     try:
