@@ -2,13 +2,13 @@
 # on first use; later runs skip the install (scripts/setup.sh keeps a stamp).
 PY := .venv/bin/python
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test clean
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m dft_mm demo
+	$(PY) -m dft_mm demo --out demo_out
 
 test: setup
 	$(PY) -m pytest

@@ -1,19 +1,18 @@
 """Small synthetic tasks a tiny model can learn on a CPU in minutes (demo and tests).
 
 * Text: write a one-line Python function from its docstring (``Return x plus 3.`` ->
-  ``return x + 3``). Training rows are LLaMA-Factory alpaca records whose instruction is the
-  completion-mode prompt; the held-out set is a MultiPL-E-format JSONL scored by the real
+  ``return x + 3``). Training rows are LLaMA-Factory alpaca records (template ``empty``) whose
+  instruction is the completion-mode prompt; the held-out set is a MultiPL-E-format JSONL scored by the real
   MultiPL-E scorer.
 * Vision-language: name the colour of the shape in a drawn image. Training rows are
   LLaMA-Factory sharegpt records in the WeThink converter's format
-  (``<think>...</think><answer>...</answer>``); the held-out set is a VLMEvalKit-format TSV
-  (base64 images) scored by the built-in VLM scorer.
+  (``<think>...</think><answer>...</answer>``) with the template's default system prompt, as
+  VLMEvalKit prompts Qwen2.5-VL; the held-out set is written as a VLMEvalKit-format TSV
+  (:func:`dft_mm.evaluation.vlm.datasets.write_dataset_tsv`) and scored by the built-in scorer.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import json
 import random
 from pathlib import Path
@@ -23,7 +22,6 @@ FUNCTION_NAMES = ("shift", "scale", "adjust", "apply", "compute", "transform", "
 PYTHON_STOP_TOKENS = ["\ndef", "\n#", "\nif", "\nclass"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 60, 220), "yellow": (235, 210, 20)}
 SHAPES = ("square", "circle", "triangle")
-VL_SYSTEM = "You are a helpful assistant. Think step by step inside <think></think>, then answer inside <answer></answer>."
 
 
 def text_problems(count: int, seed: int) -> list[dict]:
@@ -49,11 +47,6 @@ def text_problems(count: int, seed: int) -> list[dict]:
     return problems
 
 
-def completion_prompt(prompt: str) -> str:
-    """The completion-mode prompt code benchmarks feed base models: stripped, plus a newline."""
-    return prompt.strip() + "\n"
-
-
 def split_problems(problems: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
     """(train, held-out) with the held-out problems taken from the end."""
     return problems[:-held_out], problems[-held_out:]
@@ -62,7 +55,9 @@ def split_problems(problems: list[dict], held_out: int) -> tuple[list[dict], lis
 def write_text_training_set(problems: list[dict], out_dir: Path, name: str = "synthetic_code") -> Path:
     """Alpaca JSON + ``dataset_info.json`` entry ``name`` (LLaMA-Factory ``dataset_dir`` = out_dir)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [{"instruction": completion_prompt(p["prompt"]), "input": "", "output": p["completion"]} for p in problems]
+    # Completion mode, as MultiPL-E prompts base models: the prompt verbatim, then the body,
+    # then the start of the next function (a MultiPL-E stop token), so the model learns to stop.
+    rows = [{"instruction": p["prompt"], "input": "", "output": p["completion"] + "\n\ndef"} for p in problems]
     (out_dir / f"{name}.json").write_text(json.dumps(rows, indent=1))
     _add_dataset_info(out_dir, name, {"file_name": f"{name}.json"})
     return out_dir / f"{name}.json"
@@ -132,7 +127,6 @@ def write_vl_training_set(problems: list[dict], out_dir: Path, name: str = "synt
     rows = [
         {
             "messages": [
-                {"role": "system", "content": VL_SYSTEM},
                 {"role": "user", "content": "<image>" + p["question"]},
                 {"role": "assistant", "content": f"<think>{p['reasoning']}</think><answer>{p['answer']}</answer>"},
             ],
@@ -149,18 +143,6 @@ def write_vl_training_set(problems: list[dict], out_dir: Path, name: str = "synt
     }
     _add_dataset_info(out_dir, name, entry)
     return out_dir / f"{name}.json"
-
-
-def write_vlmevalkit_tsv(problems: list[dict], path: Path) -> Path:
-    """Held-out colour questions as a VLMEvalKit TSV: index, image (base64 PNG), question, answer."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t")
-        writer.writerow(["index", "image", "question", "answer", "category"])
-        for p in problems:
-            image = base64.b64encode(Path(p["image_path"]).read_bytes()).decode()
-            writer.writerow([p["index"], image, p["question"], p["answer"], "colour"])
-    return path
 
 
 def _add_dataset_info(out_dir: Path, name: str, entry: dict) -> None:
