@@ -134,13 +134,22 @@ def test_tied_embedding_and_head_share_one_parameter(backend):
     assert fused[1].abs().sum(dim=1).gt(0).sum() > len(set(input_ids.flatten().tolist()))
 
 
-def test_evaluation_without_gradients_matches(backend):
+def _matmuls_in(fn) -> int:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(event.count for event in prof.key_averages() if event.key in ("aten::mm", "aten::addmm", "aten::addmm_"))
+
+
+def test_evaluation_without_gradients_matches_with_one_gemm_per_chunk(backend):
     hidden, weight, _, labels = make_batch(seed=6)
     with torch.no_grad():
         got = linear_dft(hidden, weight, labels, level="sentence", alpha=0.5, backend=backend, chunk_size=5)
         ref = dft_loss(hidden @ weight.T, labels, level="sentence", alpha=0.5)
+        evaluation = _matmuls_in(lambda: linear_dft(hidden, weight, labels, backend=backend, chunk_size=5))
     assert not got.requires_grad
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-8)
+    training = _matmuls_in(lambda: linear_dft(hidden, weight, labels, backend=backend, chunk_size=5))
+    assert (evaluation, training) == (5, 15)  # 23 tokens in 5 chunks: logits only vs logits + 2 gradient GEMMs
 
 
 def test_grad_output_scales_the_gradients(backend):

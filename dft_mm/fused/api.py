@@ -89,6 +89,7 @@ def linear_dft_and_stats(
         num_items_in_batch=num_items_in_batch,
         chunk_size=chunk_size,
         rows=resolve_backend(backend, hidden.device, hidden.dtype),
+        grad_enabled=torch.is_grad_enabled(),
     )
     loss, nll_sum, prob_sum, num_tokens = LinearDFTFunction.apply(
         hidden.reshape(batch * seq_len, -1), weight, bias, shifted.long(), mask, cfg

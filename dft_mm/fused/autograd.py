@@ -45,6 +45,7 @@ class HeadConfig:
     num_items_in_batch: NumItems
     chunk_size: int | None
     rows: object  # TorchRows | TritonRows
+    grad_enabled: bool  # torch.is_grad_enabled() at the call (False under no_grad: evaluation)
 
 
 class _Gradients:
@@ -136,7 +137,9 @@ class LinearDFTFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, shifted_labels, mask, cfg):
-        needs = tuple(ctx.needs_input_grad[:3])
+        # needs_input_grad reflects requires_grad even under torch.no_grad(); skip the gradient
+        # GEMMs there.
+        needs = tuple(need and cfg.grad_enabled for need in ctx.needs_input_grad[:3])
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             loss, stats, grads = fused_forward(hidden, weight, bias, shifted_labels, mask, cfg, needs)
         ctx.grads = grads
