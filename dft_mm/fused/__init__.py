@@ -2,8 +2,15 @@
 
 See :func:`linear_dft` and docs/fused.md. Backends: chunked PyTorch (any device, the
 reference) and Triton (CUDA). ``dft-mm bench head`` compares them with the unfused head.
+The API is loaded on first use, so ``dft-mm --help`` does not import torch.
 """
 
-from dft_mm.fused.api import linear_dft, linear_dft_and_stats
-
 __all__ = ["linear_dft", "linear_dft_and_stats"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from dft_mm.fused import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dft_mm.fused' has no attribute {name!r}")
