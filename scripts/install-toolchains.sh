@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs, with apt, the sandbox (bubblewrap) and the compilers/interpreters that MultiPL-E
-# scoring runs: g++, OpenJDK + javatuples, php-cli, node + TypeScript, mono (mcs), bash.
-# Idempotent: does nothing when every tool is already present.
+# Installs, with apt, the sandbox (bubblewrap) and the compilers/interpreters that code scoring
+# runs (dft_mm/evaluation/code): g++, OpenJDK + javatuples, php-cli, node + TypeScript, mono
+# (mcs), bash, and Debian's own python3 (sandboxed Python runs as an unprivileged uid, which must
+# be able to read the interpreter; a pyenv/conda Python under /root is not readable to it).
+# Idempotent and quiet: does nothing when every tool is already present.
 set -euo pipefail
 
 declare -A need=(
@@ -13,12 +15,14 @@ declare -A need=(
   [tsc]=node-typescript
   [mcs]=mono-mcs
   [mono]=mono-runtime
+  [ps]=procps
 )
 missing=()
 for tool in "${!need[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${need[$tool]}")
 done
 [ -f /usr/share/java/javatuples.jar ] || missing+=(libjavatuples-java)
+[ -x /usr/bin/python3 ] || missing+=(python3)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
