@@ -115,7 +115,7 @@ def vl_problems(count: int, seed: int, image_dir: Path, size: int = 56) -> list[
                 "image_path": str(path.resolve()),
                 "question": "What colour is the shape in the image?",
                 "answer": colour,
-                "reasoning": f"The image shows one {shape}. Its fill colour is {colour}.",
+                "reasoning": f"The {shape} is filled with {colour}.",
             }
         )
     return problems
