@@ -9,6 +9,7 @@ lang   rule (first match wins)
 =====  =======================================================================================
 py     Timeout; exit 0 -> OK; "SyntaxError" in stderr -> SyntaxError; else Exception
 cpp    g++ -std=c++17 fails -> SyntaxError; run: Timeout; exit != 0 -> Exception; else OK
+       (with a precompiled bits/stdc++.h, see :mod:`compilers`)
 java   javac (javatuples on CLASSPATH) fails -> SyntaxError; ``java -ea``: Timeout; 0 -> OK;
        else Exception
 cs     mcs/csc ``/d:DEBUG -r:System.Numerics.dll`` fails -> SyntaxError; mono (5 s):
@@ -16,7 +17,8 @@ cs     mcs/csc ``/d:DEBUG -r:System.Numerics.dll`` fails -> SyntaxError; mono (5
        stderr -> Exception (mono exits 0 on a failed Debug.Assert); else OK
 php    "PHP Parse error" in stdout -> SyntaxError; exit != 0 -> Exception (a timeout is
        exit -1, so Exception: MultiPL-E does not test for timeouts here); else OK
-ts     tsc --target esnext fails -> SyntaxError; node: Timeout; 0 -> OK; ERR_ASSERTION ->
+ts     tsc --target esnext (batched, see :mod:`compilers`) fails -> SyntaxError; node: Timeout;
+       0 -> OK; ERR_ASSERTION ->
        AssertionError; SyntaxError; ReferenceError; else Exception
 js     node, statuses as for ts
 sh     bash: Timeout; 0 -> OK; "syntax error" in stderr -> SyntaxError; else Exception
@@ -32,10 +34,12 @@ import shutil
 from typing import Callable
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.code.sandbox import ExecResult, Sandbox
+from dft_mm.evaluation.code.compilers import PCH_INSIDE, compile_typescript, cpp_pch_dir
+from dft_mm.evaluation.code.sandbox import ExecResult, Limits, Sandbox
 
 STEP_TIMEOUT_S = 15.0  # safe_subprocess.run's default
 MONO_TIMEOUT_S = 5.0
+JAVAC_FAST_START = ("-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC")
 JAVATUPLES_JARS = ("/usr/share/java/javatuples.jar", "/usr/multiple/javatuples-1.2.jar")
 
 # language -> (executables needed, Debian packages that provide them)
@@ -105,7 +109,8 @@ def _compiled_run_status(run: ExecResult) -> str:
 
 
 def _cpp(box: Sandbox, path: str, run_s: float) -> dict:
-    build = box.run(["g++", path, "-o", "program", "-std=c++17"], STEP_TIMEOUT_S)
+    pch = ["-include", "bits/stdc++.h", "-I", PCH_INSIDE] if PCH_INSIDE in box.ro_binds.values() else []
+    build = box.run(["g++", *pch, path, "-o", "program", "-std=c++17"], STEP_TIMEOUT_S)
     if build.exit_code != 0:
         return _result("SyntaxError", build)
     run = box.run(["./program"], run_s)
@@ -115,7 +120,8 @@ def _cpp(box: Sandbox, path: str, run_s: float) -> dict:
 def _java(box: Sandbox, path: str, run_s: float) -> dict:
     jar = _javatuples()
     env = {"CLASSPATH": jar}
-    build = box.run(["javac", "-encoding", "UTF8", "-d", "classes", path], STEP_TIMEOUT_S, env=env)
+    # JIT/GC flags only shorten javac's own start-up; the class files are the same
+    build = box.run(["javac", *JAVAC_FAST_START, "-encoding", "UTF8", "-d", "classes", path], STEP_TIMEOUT_S, env=env)
     if build.exit_code != 0:
         return _result("SyntaxError", build)
     run = box.run(["java", "-ea", "-cp", f"classes:{jar}", "Problem"], run_s, env=env)
@@ -154,14 +160,6 @@ def _node_status(run: ExecResult) -> str:
     return "Exception"
 
 
-def _ts(box: Sandbox, path: str, run_s: float) -> dict:
-    build = box.run(["tsc", "--target", "esnext", path], STEP_TIMEOUT_S)
-    if build.exit_code != 0:
-        return _result("SyntaxError", build)
-    run = box.run(["node", path[: -len(".ts")] + ".js"], run_s)
-    return _result(_node_status(run), run)
-
-
 def _js(box: Sandbox, path: str, run_s: float) -> dict:
     run = box.run(["node", path], run_s)
     return _result(_node_status(run), run)
@@ -177,7 +175,7 @@ def _sh(box: Sandbox, path: str, run_s: float) -> dict:
 
 
 EVALUATORS: dict[str, Callable[[Sandbox, str, float], dict]] = {
-    "python": _python, "cpp": _cpp, "java": _java, "cs": _cs, "php": _php, "ts": _ts, "js": _js, "sh": _sh,
+    "python": _python, "cpp": _cpp, "java": _java, "cs": _cs, "php": _php, "js": _js, "sh": _sh,
 }
 
 
@@ -203,14 +201,34 @@ def self_test(language: str) -> None:
                         f"{result['exit_code']}): {(result['stderr'] or result['stdout']).strip()[:500]}")
 
 
-def evaluate_program(language: str, program: str, run_timeout_s: float = STEP_TIMEOUT_S) -> dict:
-    """Execute one MultiPL-E program (``prompt + completion + "\\n" + tests``) in a fresh sandbox.
+def evaluate_program(language: str, program: str, run_timeout_s: float = STEP_TIMEOUT_S,
+                     compiled: dict | None = None) -> dict:
+    """Execute one MultiPL-E program (``prompt + completion + "\\n" + tests``) in fresh sandboxes.
 
     Returns MultiPL-E's per-program record: ``{"status", "exit_code", "stdout", "stderr"}``
     (stdout/stderr truncated to 2048 bytes each, as MultiPL-E keeps them). ``run_timeout_s``
     bounds each run step (MultiPL-E: 15 s; mono at most 5 s); compiles always get 15 s.
+    For TypeScript, ``compiled`` may carry this program's result from
+    :func:`compilers.compile_typescript` (batched by the scorer); otherwise it is compiled here.
     """
-    with Sandbox() as box:
+    if language == "ts":
+        return _ts(program, run_timeout_s, compiled or compile_typescript([program])[0])
+    binds = {}
+    if language == "cpp" and (pch := cpp_pch_dir()) is not None:
+        binds[str(pch)] = PCH_INSIDE
+    with Sandbox(ro_binds=binds) as box:
         name = "program" + EXTENSIONS[language]
         box.write(name, program)
         return EVALUATORS[language](box, name, run_timeout_s)
+
+
+def _ts(program: str, run_s: float, compiled: dict) -> dict:
+    """tsc --target esnext (batched, see :mod:`compilers`), then node on the emitted JavaScript."""
+    keep = Limits().max_output_bytes
+    if compiled["exit_code"] != 0:
+        return {"status": "SyntaxError", "exit_code": compiled["exit_code"], "stdout": compiled["stdout"][:keep],
+                "stderr": ""}
+    with Sandbox() as box:
+        box.write("program.js", compiled["js"])
+        run = box.run(["node", "program.js"], run_s)
+    return _result(_node_status(run), run)

@@ -161,12 +161,15 @@ def _wait_uid_drained(uid: int, timeout_s: float = 30.0) -> None:
 class Sandbox:
     """A private work dir plus a way to run commands on it inside bubblewrap.
 
-    Files written with :meth:`write` appear in the sandbox's current directory (``/tmp/work``).
+    Files written with :meth:`write` appear in the sandbox's current directory (``/tmp/work``);
+    ``ro_binds`` maps host paths to read-only paths inside (e.g. a compiler cache under /tmp).
     Started as root, the sandbox holds its own unprivileged uid while the context is open.
     """
 
-    def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None):
+    def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None,
+                 ro_binds: dict[str, str] | None = None):
         self.bwrap = check_bwrap()
+        self.ro_binds = ro_binds or {}  # host path -> path inside (read-only)
         self.limits = limits or Limits()
         self.uid: int | None = None
         self._uid_lock: int | None = None
@@ -214,6 +217,8 @@ class Sandbox:
         argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                 "--bind", str(self.host_dir), INSIDE_WORKDIR, "--chdir", INSIDE_WORKDIR,
                 "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+        for host, inside in self.ro_binds.items():
+            argv += ["--ro-bind", host, inside]
         for key, value in {**self.env, **(env or {})}.items():
             argv += ["--setenv", key, value]
         return argv + ["--", *command]

@@ -30,6 +30,7 @@ from typing import Callable
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.code import humaneval as he
+from dft_mm.evaluation.code.compilers import MAX_TS_BATCH, compile_typescript
 from dft_mm.evaluation.code.languages import evaluate_program, self_test
 from dft_mm.evaluation.code.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.sandbox import check_bwrap
@@ -190,10 +191,24 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
     return score
 
 
+def _compile_typescript_batches(programs: dict[str, str], cache: ExecutionCache, workers: int) -> dict[str, dict]:
+    """tsc results for every program not executed yet, compiled in batches (see :mod:`compilers`)."""
+    pending = [(key, program) for key, program in programs.items() if key not in cache.results]
+    size = max(1, min(MAX_TS_BATCH, -(-len(pending) // workers)))
+    batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+    compiled: dict[str, dict] = {}
+
+    def compile_batch(batch: list[tuple[str, str]]) -> None:
+        compiled.update(zip([key for key, _ in batch], compile_typescript([program for _, program in batch])))
+
+    parallel_for_each(batches, compile_batch, workers, "multipl-e-ts: compiling", unit="batch")
+    return compiled
+
+
 def _score_multiple(language: str, problems: list[dict], samples: list[dict], out: Path, workers: int) -> dict:
     self_test(language)
     by_id = {p["task_id"]: p for p in problems}
-    jobs, keys = {}, []
+    programs, keys = {}, []
     for sample in samples:
         problem = by_id[sample["task_id"]]
         if "completion" in sample:
@@ -204,10 +219,13 @@ def _score_multiple(language: str, problems: list[dict], samples: list[dict], ou
         sample["program"] = program
         key = _key(f"multipl-e-{language}", program)
         keys.append(key)
-        jobs[key] = lambda lang=language, prog=program: {**evaluate_program(lang, prog),
-                                                               "timestamp": int(time.time())}
+        programs[key] = program
     cache = ExecutionCache(out / EXECUTIONS)
     try:
+        compiled = _compile_typescript_batches(programs, cache, workers) if language == "ts" else {}
+        jobs = {key: (lambda k=key, prog=program: {**evaluate_program(language, prog, compiled=compiled.get(k)),
+                                                   "timestamp": int(time.time())})
+                for key, program in programs.items()}
         run_unique(jobs, cache, workers, f"multipl-e-{language}: executing")
     finally:
         cache.close()

@@ -1,0 +1,122 @@
+"""Faster compilation with the same results: a precompiled ``bits/stdc++.h`` for g++, and many
+TypeScript files type-checked in one sandboxed node process (``_tsc_batch.js``).
+
+* C++: every MultiPL-E C++ program includes ``<bits/stdc++.h>`` (after ``<assert.h>``, which keeps
+  g++ from using a PCH on its own). ``g++ -include bits/stdc++.h`` with the PCH (built once with
+  ``-std=c++17`` and cached) reads the same declarations in ~0.5 s instead of ~2 s; the program's
+  own includes are then no-ops. If the PCH cannot be built, or g++ rejects it, g++ silently reads
+  the real header: results are unchanged either way.
+* TypeScript: ``tsc --target esnext FILE`` spends ~3 s loading the compiler; the batch compiler
+  loads it once and gives every file its own Program with the same options, so diagnostics and
+  exit codes are tsc's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from dft_mm.evaluation.code.sandbox import Sandbox
+
+CACHE_ROOT = Path(os.environ.get("DFT_MM_CACHE", "/var/tmp/dft_mm_cache"))  # readable by sandbox uids
+PCH_INSIDE = "/tmp/pch"
+TSC_BATCH = Path(__file__).with_name("_tsc_batch.js")
+TSC_TIMEOUT_S = 15.0  # per file, MultiPL-E's tsc step
+MAX_TS_BATCH = 40
+_pch_lock = threading.Lock()
+_pch_dir: list[Path | None] = []  # memo: [] = not tried yet
+
+
+def _stdcxx_header() -> str | None:
+    probe = subprocess.run(["g++", "-std=c++17", "-x", "c++", "-H", "-fsyntax-only", "-"],
+                           input="#include <bits/stdc++.h>\n", capture_output=True, text=True)
+    return next((line.split()[-1] for line in probe.stderr.splitlines()
+                 if line.startswith(". ") and line.endswith("bits/stdc++.h")), None)
+
+
+def cpp_pch_dir() -> Path | None:
+    """A dir with ``bits/stdc++.h.gch`` for ``g++ -std=c++17`` (built once, cached), or None."""
+    with _pch_lock:
+        if not _pch_dir:
+            _pch_dir.append(_build_pch())
+        return _pch_dir[0]
+
+
+def _build_pch() -> Path | None:
+    header = shutil.which("g++") and _stdcxx_header()
+    if not header:
+        return None
+    version = subprocess.run(["g++", "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(f"{version}\0{header}\0-std=c++17".encode()).hexdigest()[:16]
+    root = CACHE_ROOT / f"pch-{key}"
+    gch = root / "bits" / "stdc++.h.gch"
+    if gch.is_file():
+        return root
+    gch.parent.mkdir(parents=True, exist_ok=True)
+    # The program's own `#include <bits/stdc++.h>` finds this dir first and, the PCH being used
+    # up, needs the real header beside it.
+    link = gch.parent / "stdc++.h"
+    if not link.is_symlink():
+        link.symlink_to(header)
+    for path in (CACHE_ROOT, root, gch.parent):
+        os.chmod(path, 0o755)
+    with tempfile.NamedTemporaryFile(dir=gch.parent, suffix=".tmp", delete=False) as tmp:
+        pass
+    built = subprocess.run(["g++", "-std=c++17", "-x", "c++-header", header, "-o", tmp.name], capture_output=True)
+    if built.returncode != 0:
+        os.unlink(tmp.name)
+        return None
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, gch)
+    return root
+
+
+def typescript_lib() -> str | None:
+    """``lib/typescript.js`` of the TypeScript that ``tsc`` on PATH runs."""
+    tsc = shutil.which("tsc")
+    if tsc is None:
+        return None
+    for parent in Path(os.path.realpath(tsc)).parents:
+        candidate = parent / "lib" / "typescript.js"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def _compile_batch(programs: list[str]) -> list[dict | None]:
+    """One sandbox, one node process; None for files that did not finish before the timeout."""
+    with Sandbox() as box:
+        names = [f"p{i}.ts" for i in range(len(programs))]
+        for name, program in zip(names, programs):
+            box.write(name, program)
+        box.write("tsc_batch.js", TSC_BATCH.read_bytes())
+        box.write("manifest.json", json.dumps(names))
+        box.run(["node", "tsc_batch.js", typescript_lib(), "manifest.json", "results.jsonl"],
+                TSC_TIMEOUT_S + 3.0 + 1.0 * len(programs))
+        raw = (box.read("results.jsonl", max_bytes=64 << 20) or b"").decode("utf-8", errors="ignore")
+        done = {}
+        for line in raw.splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            js = box.read(record["file"][:-3] + ".js", max_bytes=64 << 20) if record["exit_code"] != 1 else None
+            done[record["file"]] = {"exit_code": record["exit_code"], "stdout": record["stdout"],
+                                    "js": js.decode("utf-8", errors="ignore") if js is not None else None}
+    return [done.get(name) for name in names]
+
+
+def compile_typescript(programs: list[str]) -> list[dict]:
+    """tsc results per program: ``{"exit_code", "stdout", "js"}``; exit_code -1 when tsc would have
+    run out of its 15 s (a file that stalls a batch is retried alone first)."""
+    results = _compile_batch(programs) if len(programs) > 1 else [None]
+    for i, result in enumerate(results):
+        if result is None:
+            results[i] = _compile_batch([programs[i]])[0] or {"exit_code": -1, "stdout": "", "js": None}
+    return results
