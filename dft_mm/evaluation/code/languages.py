@@ -93,13 +93,18 @@ def _result(status: str, run: ExecResult, exit_code: int | None = None) -> dict:
             "stdout": run.stdout, "stderr": run.stderr}
 
 
-def _python(box: Sandbox, path: str, run_s: float) -> dict:
-    run = box.run(["python3", path], run_s)
-    if run.timeout:
-        return _result("Timeout", run)
-    if run.exit_code == 0:
-        return _result("OK", run)
-    return _result("SyntaxError" if "SyntaxError" in run.stderr else "Exception", run)
+def _script(interpreter: str, syntax_marker: str) -> Callable[[Sandbox, str, float], dict]:
+    """Python and bash: Timeout; exit 0 -> OK; ``syntax_marker`` in stderr -> SyntaxError; else Exception."""
+
+    def evaluate(box: Sandbox, path: str, run_s: float) -> dict:
+        run = box.run([interpreter, path], run_s)
+        if run.timeout:
+            return _result("Timeout", run)
+        if run.exit_code == 0:
+            return _result("OK", run)
+        return _result("SyntaxError" if syntax_marker in run.stderr else "Exception", run)
+
+    return evaluate
 
 
 def _compiled_run_status(run: ExecResult) -> str:
@@ -165,17 +170,9 @@ def _js(box: Sandbox, path: str, run_s: float) -> dict:
     return _result(_node_status(run), run)
 
 
-def _sh(box: Sandbox, path: str, run_s: float) -> dict:
-    run = box.run(["bash", path], run_s)
-    if run.timeout:
-        return _result("Timeout", run)
-    if run.exit_code == 0:
-        return _result("OK", run)
-    return _result("SyntaxError" if "syntax error" in run.stderr else "Exception", run)
-
-
 EVALUATORS: dict[str, Callable[[Sandbox, str, float], dict]] = {
-    "python": _python, "cpp": _cpp, "java": _java, "cs": _cs, "php": _php, "js": _js, "sh": _sh,
+    "python": _script("python3", "SyntaxError"), "cpp": _cpp, "java": _java, "cs": _cs, "php": _php, "js": _js,
+    "sh": _script("bash", "syntax error"),
 }
 
 
