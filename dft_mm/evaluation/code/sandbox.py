@@ -130,8 +130,8 @@ class SandboxError(RuntimeError):
     """The sandbox itself could not start (not something the program did); never a program result."""
 
 
-def _live_uid_processes(uid: int) -> int:
-    """How many live (non-zombie) processes ``uid`` owns."""
+def _uid_processes(uid: int, include_zombies: bool = False) -> int:
+    """How many processes ``uid`` owns (live ones only, unless ``include_zombies``)."""
     count = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -143,7 +143,7 @@ def _live_uid_processes(uid: int) -> int:
                 state = handle.read().rsplit(b")", 1)[1].split()[0]
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
-        count += state != b"Z"
+        count += include_zombies or state != b"Z"
     return count
 
 
@@ -152,7 +152,7 @@ def _wait_uid_drained(uid: int, timeout_s: float = 30.0) -> None:
     moment to be torn down), so the next run starts with its process budget. Zombies are left to
     init to reap; if they still fill the budget, :meth:`Sandbox.run` retries the start."""
     deadline = time.monotonic() + timeout_s
-    while _live_uid_processes(uid):
+    while _uid_processes(uid):
         if time.monotonic() > deadline:
             raise SandboxError(f"processes of sandbox uid {uid} did not exit within {timeout_s:.0f}s")
         time.sleep(0.05)
@@ -240,10 +240,18 @@ class Sandbox:
             time.sleep(0.5)  # e.g. a killed fork bomb's zombies still count against RLIMIT_NPROC
         raise SandboxError(f"bubblewrap could not start the sandbox: {result.stderr.strip()}")
 
+    def _limits_for_this_user(self) -> Limits:
+        """Not root (no uid of its own): RLIMIT_NPROC counts all of this user's processes, so
+        the budget is what the user runs now plus ``limits.nproc``."""
+        if self.uid is not None:
+            return self.limits
+        current = _uid_processes(os.getuid(), include_zombies=True)
+        return dataclasses.replace(self.limits, nproc=current + self.limits.nproc)
+
     def _run_once(self, command: list[str], timeout_s: float, env: dict[str, str] | None) -> ExecResult:
         start = time.monotonic()
         proc = subprocess.Popen(self.argv(command, env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_preexec(self.limits, self.uid))
+                                stderr=subprocess.PIPE, preexec_fn=_preexec(self._limits_for_this_user(), self.uid))
         kept = {proc.stdout: bytearray(), proc.stderr: bytearray()}
         total = 0
         timed_out = over = False
