@@ -41,10 +41,14 @@ def _stdcxx_header() -> str | None:
 
 
 def cpp_pch_dir() -> Path | None:
-    """A dir with ``bits/stdc++.h.gch`` for ``g++ -std=c++17`` (built once, cached), or None."""
+    """A dir with ``bits/stdc++.h.gch`` for ``g++ -std=c++17`` (built once, cached), or None
+    (e.g. the cache dir is not writable): g++ then simply reads the header."""
     with _pch_lock:
         if not _pch_dir:
-            _pch_dir.append(_build_pch())
+            try:
+                _pch_dir.append(_build_pch())
+            except OSError:
+                _pch_dir.append(None)
         return _pch_dir[0]
 
 
@@ -63,7 +67,10 @@ def _build_pch() -> Path | None:
     # up, needs the real header beside it.
     link = gch.parent / "stdc++.h"
     if not link.is_symlink():
-        link.symlink_to(header)
+        try:
+            link.symlink_to(header)
+        except FileExistsError:  # another scorer built it at the same time
+            pass
     for path in (CACHE_ROOT, root, gch.parent):
         os.chmod(path, 0o755)
     with tempfile.NamedTemporaryFile(dir=gch.parent, suffix=".tmp", delete=False) as tmp:
