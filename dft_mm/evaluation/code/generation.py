@@ -169,8 +169,8 @@ def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = 
         current.append(item)
     batches.append(current)
     limit_tokens = max_new_tokens or MAX_NEW_TOKENS[kind]
-    with open_for_append(path) as handle, tqdm(total=len(todo), desc=f"{benchmark}: generating",
-                                                           unit="sample") as bar:
+    progress = tqdm(total=len(todo), desc=f"{benchmark}: generating", unit="sample")
+    with open_for_append(path) as handle, progress as bar:
         for batch in batches:
             texts = engine.generate([engine.render(r, chat) for r, _ in batch], batch[0][0]["stop"], limit_tokens,
                                     temperature, top_p)
