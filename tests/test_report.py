@@ -133,3 +133,21 @@ def test_column_order_is_the_cross_team_convention():
                             "MultiPL-E Avg")
     assert VLM_COLUMNS == ("MathVerse Vision Only", "MathVerse Vision Intensive", "MathVerse Vision Dominant",
                            "MathVerse Overall", "MathVision", "WeMath")
+
+
+def test_per_dataset_scores_are_listed(tmp_path):
+    """Held-out / single-benchmark score files below a run dir appear with their headline metric."""
+    import json
+
+    from dft_mm.analysis.report import build_report
+
+    run = tmp_path / "run"
+    (run / "eval_code").mkdir(parents=True)
+    (run / "eval_vlm").mkdir()
+    (run / "eval_code" / "multipl-e-python_score.json").write_text(json.dumps({"benchmark": "multipl-e-python", "pass@1": 0.7, "pass@1_percent": 70.0}))
+    (run / "eval_vlm" / "colours_score.json").write_text(json.dumps({"Overall": 71.875, "colour": 71.875}))
+    (run / "eval_vlm" / "notes_score.json").write_text(json.dumps({"comment": "no metric"}))
+    report = build_report([f"dft={run}"], str(tmp_path / "out")).read_text()
+    assert "| dft | multipl-e-python | pass@1 (%) | 70.00 |" in report
+    assert "| dft | colours | Overall (%) | 71.88 |" in report
+    assert "notes" not in report

@@ -73,6 +73,17 @@ def _table_blocks(kind: str, title: str, runs: list[Run], reference_dir: Path | 
     return [Block("heading", title), Block("table", header=header, rows=rows), Block("text", " ".join(notes))]
 
 
+def _score_blocks(runs: list[Run]) -> list[Block]:
+    """Every per-dataset score file below the runs (held-out sets and single benchmarks)."""
+    rows = [[run.name, dataset, metric, MISSING if value is None else f"{value:.2f}"]
+            for run in runs for dataset, metric, value in run.scores]
+    if not rows:
+        return []
+    return [Block("heading", "Per-dataset scores"), Block("table", header=["run", "dataset", "metric", "value"], rows=rows),
+            Block("text", "From the <dataset>_score.json files that 'dft-mm eval code score' and 'dft-mm eval vlm score' "
+                          "write below each run dir.")]
+
+
 def _token_blocks(runs: list[Run], out: Path) -> list[Block]:
     blocks = [Block("heading", "Target-token probabilities")]
     entries = {}
@@ -165,6 +176,7 @@ def build_report(run: list[str], out: str, *, reference_dir: str | None = None) 
     blocks += _curve_blocks(runs, out_dir)
     blocks += _table_blocks("code_table", "Code benchmarks (pass@1, %)", runs, references)
     blocks += _table_blocks("vlm_table", "Multimodal math benchmarks (%)", runs, references)
+    blocks += _score_blocks(runs)
     blocks += _token_blocks(runs, out_dir)
     (out_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(blocks, title), encoding="utf-8")

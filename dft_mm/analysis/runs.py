@@ -42,6 +42,20 @@ class Run:
     curves: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     tables: dict[str, list[Table]] = field(default_factory=dict)  # "code_table" / "vlm_table" -> tables
     token_probs: list[tuple[Path, dict]] = field(default_factory=list)
+    scores: list[tuple[str, str, float | None]] = field(default_factory=list)  # (dataset, metric, value)
+
+
+# headline metric of a ``<dataset>_score.json`` written by ``eval code score`` / ``eval vlm score``
+HEADLINE_METRICS = (("pass@1_percent", "pass@1 (%)"), ("score_strict", "score_strict (%)"), ("Overall", "Overall (%)"))
+
+
+def headline_score(path: Path, payload: dict) -> tuple[str, str, float | None] | None:
+    """``(dataset, metric, value)`` of one score file; None when it carries no known metric."""
+    dataset = payload.get("benchmark") or path.name.removesuffix("_score.json")
+    for key, label in HEADLINE_METRICS:
+        if key in payload:
+            return dataset, label, payload[key]
+    return None
 
 
 def _read_json(path: Path):
@@ -92,4 +106,6 @@ def read_run(name: str, run_dir: str) -> Run:
     for kind in ("code_table", "vlm_table"):
         run.tables[kind] = [read_table(p) for p in sorted(path.rglob(f"{kind}.csv"))]
     run.token_probs = [(p, _read_json(p)) for p in sorted(path.rglob("token_probs.json"))]
+    found = (headline_score(p, _read_json(p)) for p in sorted(path.rglob("*_score.json")))
+    run.scores = [score for score in found if score is not None]
     return run
