@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -33,6 +34,17 @@ def text_data(tmp_path_factory) -> Path:
 def vl_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("vl_data")
     write_vl_training_set(vl_problems(4, seed=0, image_dir=out / "images"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vl_data_uneven(tmp_path_factory) -> Path:
+    """4 VL samples whose first micro-batch (of 2) has many more target tokens than the second."""
+    out = tmp_path_factory.mktemp("vl_data_uneven")
+    path = write_vl_training_set(vl_problems(4, seed=0, image_dir=out / "images"), out)
+    rows = json.loads(path.read_text())
+    rows[0]["messages"][-1]["content"] += " It is the only shape, centred on a white background." * 3
+    path.write_text(json.dumps(rows))
     return out
 
 
@@ -78,14 +90,28 @@ def test_vl_model_every_level(tiny_vl_model, vl_data, tmp_path):
     _check_losses(histories)
 
 
-def test_gradient_accumulation_matches_a_larger_batch(tiny_text_model, text_data, tmp_path):
-    """Batch 4 in one step == 2 x 2 accumulated (sentence-level DFT: per-sequence weights)."""
+@pytest.mark.parametrize(
+    "modality, loss_keys",
+    [
+        ("text", {"sft_loss": "dft", "dft_level": "sentence", "dft_alpha": 0.5}),  # per-sequence weights
+        # SFT on a VLM: upstream averages per micro-batch here; dft_mm normalises by all tokens of the step
+        ("vl", {"sft_loss": "nll"}),
+    ],
+)
+def test_gradient_accumulation_matches_a_larger_batch(
+    modality, loss_keys, tiny_text_model, tiny_vl_model, text_data, vl_data_uneven, tmp_path
+):
+    """Batch 4 in one step == 2 x 2 accumulated: same loss, gradient norm and metrics."""
+    if modality == "text":
+        model, data, dataset, extra = tiny_text_model, text_data, "synthetic_code", {"template": "empty"}
+    else:
+        model, data, dataset = tiny_vl_model, vl_data_uneven, "synthetic_colours"
+        extra = {"template": "qwen2_vl", "image_max_pixels": 56 * 56}
     results = []
     for batch, accumulation in ((4, 1), (2, 2)):
         config = train_config(
-            tiny_text_model, text_data, "synthetic_code", tmp_path / f"b{batch}", template="empty",
-            per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation, max_steps=1,
-            sft_loss="dft", dft_level="sentence", dft_alpha=0.5,
+            model, data, dataset, tmp_path / f"b{batch}", per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation, max_steps=1, **extra, **loss_keys,
         )
         proc, history = run_llamafactory_train(config, tmp_path / f"b{batch}")
         assert proc.returncode == 0, proc.stderr[-3000:]
