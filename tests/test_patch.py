@@ -102,3 +102,13 @@ def test_all_masked_micro_batch_backpropagates_zero_through_a_real_model(tiny_te
     window = StatsWindow()
     window.add(stats)
     assert window.flush(torch.device("cpu")) == {}  # nothing supervised: no metric rather than 0/0
+
+
+def test_importing_dft_mm_before_llamafactory_still_patches():
+    """arguments.py loads LLaMA-Factory's parser while half-initialised; it patches it itself."""
+    code = (
+        "import dft_mm.llamafactory.trainer; from llamafactory.hparams import parser; "
+        "print([c.__name__ for c in parser._TRAIN_ARGS if 'Finetuning' in c.__name__])"
+    )
+    assert _python(code) == "['DftFinetuningArguments']"
+    assert _python(code, DFT_MM_DISABLE="1") == "['FinetuningArguments']"

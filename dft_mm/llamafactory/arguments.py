@@ -13,10 +13,12 @@ Upstream's ``use_dft_loss: true`` means ``sft_loss: dft``; it is served by dft_m
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
+from dft_mm.llamafactory import pth_hook
 from dft_mm.losses import LEVELS
 
 SFT_LOSSES = ("nll", "dft")
@@ -99,3 +101,11 @@ class DftFinetuningArguments(FinetuningArguments):
     def upstream_loss_active(self) -> bool:
         """True when EAFT/ASFT (upstream losses dft_mm leaves alone) are selected."""
         return bool(self.use_eaft_loss or self.use_asft_loss)
+
+
+# Imported before LLaMA-Factory, this module loads LLaMA-Factory's parser (through the
+# hparams package) while it is itself half-initialised, so the hook could not patch it then.
+if pth_hook.installed() and "llamafactory.hparams.parser" in sys.modules:
+    from dft_mm.llamafactory.patch import patch_parser_module
+
+    patch_parser_module(sys.modules["llamafactory.hparams.parser"])

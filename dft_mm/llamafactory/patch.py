@@ -17,6 +17,9 @@ _ARG_LISTS = ("_TRAIN_ARGS", "_INFER_ARGS", "_EVAL_ARGS", "_TRAIN_MCA_ARGS")
 
 def patch_parser_module(module: ModuleType) -> None:
     """Swap ``FinetuningArguments`` for :class:`DftFinetuningArguments` in the parser's lists."""
+    arguments = sys.modules.get("dft_mm.llamafactory.arguments")
+    if arguments is not None and not hasattr(arguments, "DftFinetuningArguments"):
+        return  # arguments.py is mid-import (it loaded LLaMA-Factory); it patches the parser itself
     from llamafactory.hparams.finetuning_args import FinetuningArguments
 
     from dft_mm.llamafactory.arguments import DftFinetuningArguments

@@ -55,14 +55,18 @@ class DftMmFinder(importlib.abc.MetaPathFinder):
         return None
 
 
+def installed() -> bool:
+    """Whether the finder is on ``sys.meta_path`` (the patch is active in this process)."""
+    return any(isinstance(finder, DftMmFinder) for finder in sys.meta_path)
+
+
 def install(force: bool = False) -> None:
     """Put the finder first on ``sys.meta_path`` unless already there or disabled
     (``DFT_MM_DISABLE=1``, ignored when ``force``)."""
     if os.environ.get("DFT_MM_DISABLE") == "1" and not force:
         return
-    if any(isinstance(finder, DftMmFinder) for finder in sys.meta_path):
-        return
-    sys.meta_path.insert(0, DftMmFinder())
+    if not installed():
+        sys.meta_path.insert(0, DftMmFinder())
 
 
 install()
