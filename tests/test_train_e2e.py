@@ -140,3 +140,25 @@ def test_upstream_use_dft_loss_is_served_by_dft_mm(tiny_text_model, text_data, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dft_mm: sft_loss=dft level=token" in proc.stdout + proc.stderr
     assert "mean_target_prob" in history[0]
+
+
+def test_dft_mm_train_command(tiny_text_model, text_data, tmp_path):
+    """`dft-mm train cfg.yaml key=value`: overrides apply, the patch is on even with DFT_MM_DISABLE=1
+    in the shell, and the environment's llamafactory-cli is found without PATH."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = train_config(tiny_text_model, text_data, "synthetic_code", tmp_path / "out", template="empty")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "DFT_MM_DISABLE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dft_mm", "train", str(tmp_path / "cfg.yaml"), "sft_loss=dft", "dft_level=geomean"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dft_mm: sft_loss=dft level=geomean" in proc.stdout + proc.stderr
+    history = json.loads((tmp_path / "out" / "trainer_state.json").read_text())["log_history"]
+    assert any("mean_target_prob" in entry for entry in history)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from dft_mm.errors import UserError
@@ -18,11 +19,14 @@ def train(config: str, overrides: list[str]) -> int:
     bad = [item for item in overrides if "=" not in item]
     if bad:
         raise UserError(f"overrides must be key=value (e.g. sft_loss=dft); got {' '.join(bad)}.")
-    cli = shutil.which("llamafactory-cli")
+    # This environment's scripts first (also for torchrun, which llamafactory-cli starts).
+    scripts = Path(sys.executable).parent
+    path = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
+    cli = shutil.which("llamafactory-cli", path=path)
     if cli is None:
-        raise UserError("llamafactory-cli not found on PATH; install dft_mm (it depends on llamafactory==0.9.5).")
+        raise UserError("llamafactory-cli not found; install dft_mm (it depends on llamafactory==0.9.5).")
     env = {key: value for key, value in os.environ.items() if key != "DFT_MM_DISABLE"}
-    return subprocess.call([cli, "train", config, *overrides], env=env)
+    return subprocess.call([cli, "train", config, *overrides], env={**env, "PATH": path})
 
 
 def register(subparsers) -> None:
