@@ -108,9 +108,9 @@ def dft_weights(token_logprobs: torch.Tensor, mask: torch.Tensor, level: str, al
         ``[B, T]`` fp32 weights, 0 where ``mask`` is False. Exactly 1 on supervised
         positions when ``alpha == 0``.
     """
-    logp = token_logprobs.detach().float().masked_fill(~mask, 0.0)
     if alpha == 0:
         return mask.float()
+    logp = token_logprobs.detach().float().masked_fill(~mask, 0.0)
     if level == "token":
         log_w = logp
     else:

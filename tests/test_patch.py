@@ -80,15 +80,6 @@ def test_pth_hook_is_lazy_idempotent_and_can_be_disabled():
     assert _python(probe.replace("pth_hook.install(); pth_hook.install(); ", ""), DFT_MM_DISABLE="1") == "False 0"
 
 
-def test_hook_patches_llamafactory_on_import():
-    code = (
-        "from llamafactory.hparams import parser; "
-        "print([c.__name__ for c in parser._TRAIN_ARGS if 'Finetuning' in c.__name__])"
-    )
-    assert _python(code) == "['DftFinetuningArguments']"
-    assert _python(code, DFT_MM_DISABLE="1") == "['FinetuningArguments']"
-
-
 def test_all_masked_micro_batch_backpropagates_zero_through_a_real_model(tiny_text_model):
     from transformers import AutoModelForCausalLM
 
@@ -104,10 +95,17 @@ def test_all_masked_micro_batch_backpropagates_zero_through_a_real_model(tiny_te
     assert window.flush(torch.device("cpu")) == {}  # nothing supervised: no metric rather than 0/0
 
 
-def test_importing_dft_mm_before_llamafactory_still_patches():
-    """arguments.py loads LLaMA-Factory's parser while half-initialised; it patches it itself."""
-    code = (
-        "import dft_mm.llamafactory.trainer; from llamafactory.hparams import parser; "
+@pytest.mark.parametrize(
+    "first",
+    [
+        "",  # LLaMA-Factory imported first: the .pth hook patches its parser as it loads
+        # dft_mm first: arguments.py loads the parser while half-initialised and patches it itself
+        "import dft_mm.llamafactory.trainer; ",
+    ],
+)
+def test_hook_patches_llamafactory_on_import(first):
+    code = first + (
+        "from llamafactory.hparams import parser; "
         "print([c.__name__ for c in parser._TRAIN_ARGS if 'Finetuning' in c.__name__])"
     )
     assert _python(code) == "['DftFinetuningArguments']"
