@@ -148,3 +148,20 @@ def test_rows_without_gold_are_counted(tmp_path):
     result = score_predictions("custom.tsv", path, tmp_path)
     assert result["Overall"] == 100.0
     assert result["details"]["skipped"] == {"no gold answer": 1} and result["details"]["rows"] == 2
+
+
+def test_extraction_cache_survives_a_line_cut_short(tmp_path):
+    """A killed run leaves a partial last line: it is dropped, and the next record stays readable."""
+    import json
+
+    from dft_mm.evaluation.vlm.extract import Extraction
+    from dft_mm.evaluation.vlm.score import ExtractionCache
+
+    path = tmp_path / "x_extract.jsonl"
+    whole = {"index": "1", "prediction": "A", "judge": None, "extracted": "A", "method": "letter"}
+    path.write_text(json.dumps(whole) + "\n" + '{"index": "2", "predic')
+    cache = ExtractionCache(path)
+    assert cache.get("1", "A", None) == Extraction("A", "letter") and cache.get("2", "B", None) is None
+    cache.put("2", "B", None, Extraction("B", "letter"))
+    assert [json.loads(line)["index"] for line in path.read_text().splitlines()] == ["1", "2"]
+    assert ExtractionCache(path).get("2", "B", None) == Extraction("B", "letter")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code import data as code_data
-from dft_mm.evaluation.code.resumable import append, complete_records, open_for_append
+from dft_mm.evaluation.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.scoring import truncate_at_stop
 
 EVALPLUS_STOP = ["<|endoftext|>", "<|endofmask|>", "</s>", "\nif __name__", "\ndef main(", "\nprint(",

@@ -32,7 +32,7 @@ from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.code import humaneval as he
 from dft_mm.evaluation.code.compilers import MAX_TS_BATCH, compile_typescript
 from dft_mm.evaluation.code.languages import evaluate_program, self_test
-from dft_mm.evaluation.code.resumable import append, complete_records, open_for_append
+from dft_mm.evaluation.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.sandbox import check_bwrap
 
 EXECUTIONS = "executions.jsonl"

@@ -22,6 +22,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from dft_mm.evaluation.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.vlm.datasets import MATHVERSE, WEMATH, spec_for
 from dft_mm.evaluation.vlm.extract import Extraction, extract_answer
 
@@ -35,15 +36,9 @@ class ExtractionCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.records: dict[str, dict] = {}
-        if path.exists():
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by an interrupted run: redone below
-                    self.records[record["index"]] = record
+        # a line cut short by an interrupted run is dropped (and that row redone)
+        self.records: dict[str, dict] = {record["index"]: record for record in complete_records(path)}
+        open_for_append(path).close()
 
     def get(self, index: str, prediction: str | None, judge: str | None) -> Extraction | None:
         record = self.records.get(index)
@@ -56,8 +51,7 @@ class ExtractionCache:
                   "extracted": extraction.answer, "method": extraction.method}
         self.records[index] = record
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
+            append(handle, record)
 
 
 def _question_text(row: dict) -> str:

@@ -1,4 +1,5 @@
-"""Append-only JSONL files that survive being killed mid-write (samples, executions).
+"""Append-only JSONL files that survive being killed mid-write (code samples and executions,
+VLM extraction caches).
 
 A kill can leave a partial last line; :func:`open_for_append` drops it (so the next record starts
 on a fresh line) and :func:`complete_records` reads every complete record.
