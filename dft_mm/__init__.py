@@ -14,6 +14,6 @@ def apply() -> None:
     through the ``dft_mm_hook.pth`` import hook; call it yourself when driving
     LLaMA-Factory from Python with the hook disabled.
     """
-    from dft_mm.llamafactory.patch import apply_all
+    from dft_mm.llamafactory.pth_hook import apply_all
 
     apply_all()

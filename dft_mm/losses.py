@@ -12,7 +12,8 @@ where ``p_t`` is the model's probability of target token ``t`` and the weight ``
 * ``level="geomean"``  : ``exp(mean_{t' in s} log p_t')`` for every token of sequence ``s``.
 
 ``alpha = 0`` makes every weight exactly 1, i.e. plain NLL (SFT); ``alpha = 1`` is DFT.
-A "sequence" is one row of the batch (with packing, one packed row).
+A "sequence" is one row of the batch, or, when ``segment_ids`` are given (packed rows), one
+run of equal ids within a row: a packed row of several samples gets one weight per sample.
 
 Nothing here knows about LLaMA-Factory or the Trainer; the fused head in
 :mod:`dft_mm.fused` reuses :func:`dft_weights` and :func:`reduce_weighted_nll`.
@@ -89,12 +90,41 @@ def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor
     """HF causal-LM shift: position ``t`` predicts ``labels[t + 1]``.
 
     ``labels`` ``[B, T]`` -> ``[B, T]`` whose last column is ``ignore_index``, so logits
-    ``[B, T, V]`` need no slicing (no copy of the logits is made).
+    ``[B, T, V]`` need no slicing (no copy of the logits is made). Segment ids are shifted
+    the same way, so each position carries the id of the token it predicts.
     """
     return F.pad(labels[:, 1:], (0, 1), value=ignore_index)
 
 
-def dft_weights(token_logprobs: torch.Tensor, mask: torch.Tensor, level: str, alpha: float) -> torch.Tensor:
+def needs_sequences(level: str, alpha: float) -> bool:
+    """Whether the weights depend on whole sequences (so packed rows need segment ids)."""
+    return level != "token" and alpha != 0
+
+
+def check_segment_ids(segment_ids: torch.Tensor | None, labels: torch.Tensor) -> None:
+    """``segment_ids`` must be ``[B, T]`` integers in ``[0, T]`` like the labels."""
+    if segment_ids is None:
+        return
+    if segment_ids.shape != labels.shape or segment_ids.is_floating_point():
+        raise ValueError(
+            f"segment_ids must be integer [B, T] = {tuple(labels.shape)}; got {segment_ids.dtype} {tuple(segment_ids.shape)}."
+        )
+    if segment_ids.numel() and (int(segment_ids.min()) < 0 or int(segment_ids.max()) > labels.shape[1]):
+        raise ValueError(f"segment_ids must lie in [0, T={labels.shape[1]}] (e.g. a cumulative count of sample starts).")
+
+
+def _per_sequence(values: torch.Tensor, segments: torch.Tensor | None) -> torch.Tensor:
+    """For every position, the sum of ``values`` ``[B, T]`` over its sequence: the whole row,
+    or the positions of the row sharing its segment id (ids in ``[0, T]``)."""
+    if segments is None:
+        return values.sum(dim=-1, keepdim=True).expand_as(values)
+    sums = values.new_zeros(values.shape[0], values.shape[1] + 1).scatter_add_(1, segments, values)
+    return sums.gather(1, segments)
+
+
+def dft_weights(
+    token_logprobs: torch.Tensor, mask: torch.Tensor, level: str, alpha: float, segments: torch.Tensor | None = None
+) -> torch.Tensor:
     """Detached DFT weights ``sg(w)^alpha`` for every position.
 
     Args:
@@ -103,6 +133,8 @@ def dft_weights(token_logprobs: torch.Tensor, mask: torch.Tensor, level: str, al
         mask: ``[B, T]`` bool, True on supervised positions.
         level: ``"token" | "sentence" | "geomean"``.
         alpha: exponent ``>= 0``.
+        segments: optional ``[B, T]`` int64 *shifted* segment ids (the id of the token each
+            position predicts), for packed rows; ``None`` means one sequence per row.
 
     Returns:
         ``[B, T]`` fp32 weights, 0 where ``mask`` is False. Exactly 1 on supervised
@@ -114,10 +146,9 @@ def dft_weights(token_logprobs: torch.Tensor, mask: torch.Tensor, level: str, al
     if level == "token":
         log_w = logp
     else:
-        seq_logp = logp.sum(dim=-1, keepdim=True)  # [B, 1]
+        log_w = _per_sequence(logp, segments)
         if level == "geomean":
-            seq_logp = seq_logp / mask.sum(dim=-1, keepdim=True).clamp_min(1)
-        log_w = seq_logp.expand_as(logp)
+            log_w = log_w / _per_sequence(mask.float(), segments).clamp_min(1)
     return torch.exp(alpha * log_w) * mask
 
 
@@ -166,6 +197,23 @@ def reduce_weighted_nll(
     return loss, stats
 
 
+def check_label_range(labels: torch.Tensor, mask: torch.Tensor, vocab: int) -> None:
+    """Raise a ``ValueError`` naming the first supervised label outside ``[0, vocab)``."""
+    bad = mask & ((labels < 0) | (labels >= vocab))
+    if bool(bad.any()):
+        flat = int(bad.flatten().nonzero()[0])
+        raise ValueError(
+            f"label id {int(labels.flatten()[flat])} (flattened position {flat}) is outside the model's vocabulary "
+            f"[0, {vocab}); the tokenizer and the model's embeddings disagree (resize the token embeddings) or the "
+            "labels use an ignore index other than -100."
+        )
+
+
+# Rows per chunk when log-probabilities are computed without autograd (evaluation): the fp32
+# copy of the logits then never exceeds this many rows.
+NO_GRAD_ROWS = 1024
+
+
 def target_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 log-probabilities of the (already shifted) targets.
 
@@ -174,12 +222,18 @@ def target_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
         labels: ``[B, T]`` shifted targets, ``ignore_index`` where unsupervised.
 
     Returns:
-        ``(token_logprobs [B, T] fp32 (fp64 for fp64 logits), mask [B, T] bool)``.
+        ``(token_logprobs [B, T] fp32 (fp64 for fp64 logits), mask [B, T] bool)``. Without
+        autograd (evaluation) the upcast happens :data:`NO_GRAD_ROWS` rows at a time.
     """
     mask = labels != ignore_index
-    nll = F.cross_entropy(
-        logits.to(torch.promote_types(logits.dtype, torch.float32)).flatten(0, 1), labels.flatten(), ignore_index=ignore_index, reduction="none"
-    )
+    check_label_range(labels, mask, logits.shape[-1])
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    flat_logits, flat_labels = logits.flatten(0, 1), labels.flatten()
+    step = NO_GRAD_ROWS if not (torch.is_grad_enabled() and logits.requires_grad) else max(flat_labels.numel(), 1)
+    nll = torch.cat([
+        F.cross_entropy(flat_logits[i:i + step].to(dtype), flat_labels[i:i + step], ignore_index=ignore_index, reduction="none")
+        for i in range(0, max(flat_labels.numel(), 1), step)
+    ])
     return -nll.view_as(labels), mask
 
 
@@ -191,13 +245,16 @@ def dft_loss_and_stats(
     alpha: float = 1.0,
     num_items_in_batch: NumItems = None,
     ignore_index: int = -100,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """:func:`dft_loss` that also returns :class:`LossStats` (plain NLL, mean p_t)."""
     check_level_alpha(level, alpha)
     if logits.shape[:2] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on [B, T].")
+    check_segment_ids(segment_ids, labels)
     logp, mask = target_logprobs(logits, shift_labels(labels, ignore_index), ignore_index)
-    return reduce_weighted_nll(logp, mask, dft_weights(logp, mask, level, alpha), num_items_in_batch)
+    segments = None if segment_ids is None else shift_labels(segment_ids.to(logp.device).long(), 0)
+    return reduce_weighted_nll(logp, mask, dft_weights(logp, mask, level, alpha, segments), num_items_in_batch)
 
 
 def dft_loss(
@@ -208,6 +265,7 @@ def dft_loss(
     alpha: float = 1.0,
     num_items_in_batch: NumItems = None,
     ignore_index: int = -100,
+    segment_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DFT loss of a causal LM.
 
@@ -220,10 +278,14 @@ def dft_loss(
         num_items_in_batch: global number of supervised tokens (HF Trainer); defaults to
             this batch's count.
         ignore_index: label value of unsupervised positions.
+        segment_ids: optional ``[B, T]`` sample ids of packed rows (unshifted, aligned with
+            ``labels``; e.g. the cumulative count of sample starts): ``sentence`` and
+            ``geomean`` then weight each sample of a row separately.
 
     Returns:
         Scalar fp32 loss ``sum_t sg(w_t)^alpha * (-log p_t) / N``.
     """
     return dft_loss_and_stats(
-        logits, labels, level=level, alpha=alpha, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index
+        logits, labels, level=level, alpha=alpha, num_items_in_batch=num_items_in_batch, ignore_index=ignore_index,
+        segment_ids=segment_ids,
     )[0]

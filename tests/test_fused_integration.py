@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from dft_mm.llamafactory.fused_head import FusedLMHead, find_lm_head
+from dft_mm.llamafactory.fused_head import FusedLMHead
+from dft_mm.llamafactory.head_support import find_lm_head
 from dft_mm.losses import dft_loss_and_stats
 from dft_mm.tiny import build_tiny_text
 
@@ -27,9 +28,11 @@ def _assert_fused_equals_logits_path(model, input_ids, labels, **forward_kwargs)
     with fused.armed(labels, num_items_in_batch=11):
         outputs = model(input_ids=input_ids, **forward_kwargs)
     assert outputs.logits.shape[-1] == 0  # no [B, T, V] tensor was built
-    loss, stats = fused.take()
+    result = fused.take()
     assert fused.take() is None  # taken once
-    loss.backward()
+    fused.check_output(outputs.logits, result.stub)
+    loss, stats = result.loss, result.stats
+    (loss + outputs.logits.sum()).backward()  # as the trainer's objective does
     fused_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
 

@@ -17,6 +17,7 @@ import json, sys, torch
 from liger_kernel.transformers import apply_liger_kernel_to_qwen2
 from transformers import AutoModelForCausalLM
 from dft_mm.llamafactory.fused_head import FusedLMHead
+from dft_mm.llamafactory.head_support import plan_fused_head
 from dft_mm.llamafactory.trainer import uses_liger_forward
 from dft_mm.losses import dft_loss_and_stats
 
@@ -26,10 +27,13 @@ apply_liger_kernel_to_qwen2(rope=False, rms_norm=False, swiglu=False, cross_entr
 ids = torch.randint(10, 200, (2, 9), generator=torch.Generator().manual_seed(0))
 labels = ids.clone()
 labels[:, :4] = -100
-fused = FusedLMHead(model.get_output_embeddings(), "token", 1.0)
+plan = plan_fused_head(model)  # Liger's forward is read for what it does after lm_head
+fused = FusedLMHead(plan.head, "token", 1.0)
 with fused.armed(labels, 10):
     outputs = model(input_ids=ids)
-loss, _ = fused.take()
+result = fused.take()
+fused.check_output(outputs.logits, result.stub)
+loss = result.loss
 reference, _ = dft_loss_and_stats(model(input_ids=ids).logits, labels, num_items_in_batch=10)
 print(json.dumps({"before": before, "after": uses_liger_forward(model), "logits": list(outputs.logits.shape),
                   "fused": loss.item(), "reference": reference.item()}))

@@ -32,11 +32,17 @@ def parse(tiny_text_model, tmp_path_factory):
     return _parse
 
 
-def test_defaults_and_keys(parse):
+def test_no_key_leaves_llamafactory_in_charge_and_keys_resolve(parse):
     args = parse()
-    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused) == ("nll", "token", 1.0, "auto")
-    args = parse(sft_loss="dft", dft_level="geomean", dft_alpha=0.5, dft_fused=False)
-    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused) == ("dft", "geomean", 0.5, "false")
+    assert args.dft_mm_active is False
+    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused) == (None, None, None, None)
+    args = parse(sft_loss="nll")
+    assert args.dft_mm_active is True
+    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused, args.dft_fused_backend) == (
+        "nll", "token", 1.0, "auto", "auto")
+    args = parse(sft_loss="dft", dft_level="geomean", dft_alpha=0.5, dft_fused=False, dft_fused_backend="triton")
+    assert (args.sft_loss, args.dft_level, args.dft_alpha, args.dft_fused, args.dft_fused_backend) == (
+        "dft", "geomean", 0.5, "false", "triton")
 
 
 def test_upstream_use_dft_loss_maps_to_sft_loss_dft(parse):
@@ -55,12 +61,28 @@ def test_upstream_use_dft_loss_maps_to_sft_loss_dft(parse):
         ({"sft_loss": "dft", "use_eaft_loss": True}, "conflicts with use_eaft_loss"),
         ({"sft_loss": "dft", "use_asft_loss": True}, "conflicts with use_asft_loss"),
         ({"use_dft_loss": True, "sft_loss": "nll"}, "use_dft_loss: true conflicts with sft_loss: nll"),
-        ({"dft_level": "sentence"}, "only apply with sft_loss: dft"),
+        ({"dft_level": "sentence"}, "only take effect with an sft_loss"),
+        ({"dft_fused": True}, "only take effect with an sft_loss"),
+        ({"sft_loss": "nll", "dft_alpha": 0.5}, "only apply with sft_loss: dft"),
+        ({"sft_loss": "nll", "use_eaft_loss": True}, "sft_loss: nll conflicts with use_eaft_loss"),
+        ({"sft_loss": "dft", "dft_fused_backend": "cuda"}, "dft_fused_backend must be one of auto, torch, triton"),
+        ({"sft_loss": "dft", "use_hyper_parallel": True}, "not served with use_hyper_parallel"),
     ],
 )
 def test_bad_values_and_conflicts_are_errors(parse, keys, message):
     with pytest.raises(ValueError, match=message):
         parse(**keys)
+
+
+def test_megatron_core_path_is_refused(monkeypatch):
+    from dft_mm.llamafactory.arguments import DftFinetuningArguments
+
+    monkeypatch.setenv("USE_MCA", "1")  # LLaMA-Factory then trains with mcore_adapter's own trainer
+    with pytest.raises(ValueError, match="not served with USE_MCA=1"):
+        DftFinetuningArguments(stage="sft", sft_loss="dft")
+    assert DftFinetuningArguments(stage="sft").dft_mm_active is False  # no key: nothing to refuse
+    monkeypatch.delenv("USE_MCA")
+    assert DftFinetuningArguments(stage="sft", sft_loss="dft").sft_loss == "dft"
 
 
 def _python(code: str, **env) -> str:
@@ -99,7 +121,9 @@ def test_all_masked_micro_batch_backpropagates_zero_through_a_real_model(tiny_te
     "first",
     [
         "",  # LLaMA-Factory imported first: the .pth hook patches its parser as it loads
-        # dft_mm first: arguments.py loads the parser while half-initialised and patches it itself
+        # dft_mm first: arguments.py loads the parser while half-initialised; the hook patches
+        # the parser once arguments.py has finished loading
+        "import dft_mm.llamafactory.arguments; ",
         "import dft_mm.llamafactory.trainer; ",
     ],
 )

@@ -1,14 +1,18 @@
 """Fused linear + DFT head: the DFT loss of ``hidden @ weight.T`` without ``[B, T, V]`` logits.
 
-See :func:`linear_dft` and docs/fused.md. Backends: chunked PyTorch (any device, the
-reference) and Triton (CUDA). ``dft-mm bench head`` compares them with the unfused head.
+See :func:`linear_dft` and docs/fused.md. Backends: chunked PyTorch (any device; the
+default) and Triton (CUDA, opt-in). ``dft-mm bench head`` compares them with the unfused head.
 The API is loaded on first use, so ``dft-mm --help`` does not import torch.
 """
 
-__all__ = ["linear_dft", "linear_dft_and_stats"]
+__all__ = ["linear_dft", "linear_dft_and_stats", "LogitTransform"]
 
 
 def __getattr__(name: str):
+    if name == "LogitTransform":
+        from dft_mm.fused.transforms import LogitTransform
+
+        return LogitTransform
     if name in __all__:
         from dft_mm.fused import api
 

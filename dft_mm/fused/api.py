@@ -7,23 +7,32 @@ import os
 import torch
 
 from dft_mm.fused.autograd import HeadConfig, LinearDFTFunction
-from dft_mm.losses import LossStats, NumItems, check_level_alpha, shift_labels
+from dft_mm.fused.transforms import LogitTransform
+from dft_mm.losses import (
+    LossStats,
+    NumItems,
+    check_label_range,
+    check_level_alpha,
+    check_segment_ids,
+    needs_sequences,
+    shift_labels,
+)
 
 BACKENDS = ("auto", "torch", "triton")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype):
-    """The rows implementation for ``backend`` on ``device``.
+    """The rows implementation for ``backend`` on ``device`` (``dtype``: the GEMM dtype).
 
-    ``auto`` is Triton on CUDA for fp32/fp16/bf16 inputs when Triton imports, else torch.
-    ``triton`` on a CPU tensor needs ``TRITON_INTERPRET=1`` (the interpreter; tests only).
+    ``auto`` is the chunked torch backend everywhere: the Triton kernel becomes the CUDA
+    default only once it has passed on a GPU with its numbers recorded in
+    docs/benchmarks.md. ``triton`` selects it explicitly; on a CPU tensor it needs
+    ``TRITON_INTERPRET=1`` (the interpreter; tests only).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}.")
-    if backend == "auto":
-        backend = "triton" if device.type == "cuda" and dtype in TRITON_DTYPES and _triton_importable() else "torch"
-    if backend == "torch":
+    if backend in ("auto", "torch"):
         from dft_mm.fused.torch_rows import TorchRows
 
         return TorchRows()
@@ -39,12 +48,13 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype):
     return TritonRows()
 
 
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def gemm_dtype_for(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype ``F.linear(hidden, weight)`` would multiply in: autocast's when autocast is
+    on for ``hidden``'s device (and ``hidden`` is a float of at most fp32), else ``hidden``'s."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device) and hidden.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return torch.get_autocast_dtype(device)
+    return hidden.dtype
 
 
 def linear_dft_and_stats(
@@ -59,6 +69,8 @@ def linear_dft_and_stats(
     bias: torch.Tensor | None = None,
     backend: str = "auto",
     chunk_size: int | None = None,
+    segment_ids: torch.Tensor | None = None,
+    logit_transform: LogitTransform | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """:func:`linear_dft` plus the :class:`~dft_mm.losses.LossStats` of
     :func:`dft_mm.losses.dft_loss_and_stats` (``nll_sum``, ``prob_sum``, ``num_tokens``)."""
@@ -73,14 +85,17 @@ def linear_dft_and_stats(
         raise ValueError(f"bias must be [V={weight.shape[0]}]; got {tuple(bias.shape)}.")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None (automatic); got {chunk_size}.")
-    # Mixed precision (fp32 master weight, bf16 activations): multiply in the activations'
-    # dtype like F.linear under autocast; autograd carries the gradient back through the cast.
-    weight = weight.to(hidden.dtype)
-    bias = None if bias is None else bias.to(hidden.dtype)
+    check_segment_ids(segment_ids, labels)
+    dtype = gemm_dtype_for(hidden)
+    rows = resolve_backend(backend, hidden.device, dtype)
 
     batch, seq_len, _ = hidden.shape
-    shifted = shift_labels(labels, ignore_index).reshape(-1)
+    shifted = shift_labels(labels, ignore_index).reshape(-1).long()
     mask = shifted != ignore_index
+    check_label_range(shifted, mask, weight.shape[0])
+    segments = None
+    if segment_ids is not None and needs_sequences(level, alpha):
+        segments = shift_labels(segment_ids.to(hidden.device).long(), 0)
     cfg = HeadConfig(
         batch=batch,
         seq_len=seq_len,
@@ -88,11 +103,14 @@ def linear_dft_and_stats(
         alpha=alpha,
         num_items_in_batch=num_items_in_batch,
         chunk_size=chunk_size,
-        rows=resolve_backend(backend, hidden.device, hidden.dtype),
+        rows=rows,
         grad_enabled=torch.is_grad_enabled(),
+        gemm_dtype=dtype,
+        segments=segments,
+        transform=logit_transform,
     )
     loss, nll_sum, prob_sum, num_tokens = LinearDFTFunction.apply(
-        hidden.reshape(batch * seq_len, -1), weight, bias, shifted.long(), mask, cfg
+        hidden.reshape(batch * seq_len, -1), weight, bias, shifted, mask, cfg
     )
     return loss, LossStats(nll_sum=nll_sum, prob_sum=prob_sum, num_tokens=num_tokens)
 
@@ -109,11 +127,15 @@ def linear_dft(
     bias: torch.Tensor | None = None,
     backend: str = "auto",
     chunk_size: int | None = None,
+    segment_ids: torch.Tensor | None = None,
+    logit_transform: LogitTransform | None = None,
 ) -> torch.Tensor:
     """DFT loss of ``hidden @ weight.T (+ bias)`` without materialising ``[B, T, V]`` logits.
 
-    Same value and gradients as ``dft_mm.losses.dft_loss(hidden @ weight.T + bias, labels,
-    ...)``, with at most one chunk of ``chunk_size x V`` fp32 logits alive at a time.
+    Same value and gradients as ``dft_mm.losses.dft_loss(logit_transform(F.linear(hidden,
+    weight, bias)), labels, ...)``, with at most one chunk of ``chunk_size x V`` logits alive
+    at a time. The GEMMs run in the dtype ``F.linear`` would use (autocast's, else the hidden
+    states'); weight and bias gradients accumulate in fp32.
 
     Args:
         hidden: ``[B, T, H]`` final hidden states, unshifted (position ``t`` predicts
@@ -122,8 +144,12 @@ def linear_dft(
         labels: ``[B, T]`` unshifted labels, ``ignore_index`` on unsupervised positions.
         level, alpha, num_items_in_batch, ignore_index: as in :func:`dft_mm.losses.dft_loss`.
         bias: optional ``[V]`` LM-head bias.
-        backend: ``"auto"`` (Triton on CUDA, torch elsewhere), ``"torch"`` or ``"triton"``.
+        backend: ``"auto"`` (the chunked torch backend), ``"torch"`` or ``"triton"`` (CUDA).
         chunk_size: supervised tokens per chunk; None picks it from free memory and ``V``.
+        segment_ids: optional ``[B, T]`` sample ids of packed rows, as in
+            :func:`dft_mm.losses.dft_loss`.
+        logit_transform: what the model does to its logits after the head (soft-capping,
+            scaling), replayed exactly; see :class:`dft_mm.fused.transforms.LogitTransform`.
 
     Returns:
         Scalar fp32 loss; exactly 0 and still attached to the graph when no token is
@@ -149,4 +175,6 @@ def linear_dft(
         bias=bias,
         backend=backend,
         chunk_size=chunk_size,
+        segment_ids=segment_ids,
+        logit_transform=logit_transform,
     )[0]

@@ -8,30 +8,51 @@ at a time, so at most one ``[C, V]`` chunk of logits exists. The gradients of hi
 weight and bias are produced *during the forward pass* (the weights of every token are known
 once its chunk's logits are), and ``backward`` only multiplies them by ``grad_output``.
 
+Precision (the same rounding points as ``nn.Linear`` + :func:`dft_mm.losses.dft_loss`):
+
+* the GEMMs run in the *GEMM dtype*: the autocast dtype under autocast, else the hidden
+  states' dtype (an fp32 master weight is cast to it per call, as autocast does);
+* the softmax work is fp32 (:mod:`~dft_mm.fused.torch_rows`, :mod:`~dft_mm.fused.triton_rows`);
+* the weight and bias gradients accumulate over chunks in fp32 (fp64 for fp64 inputs), the
+  hidden gradient is stored in fp32, and each is cast to its input's dtype once, in
+  ``backward``;
+* in fp16 the logit gradient ``(w / N) * (softmax - onehot)`` would underflow (it is far
+  below fp16's normal range, which is why fp16 training scales the loss); it is computed
+  times a power of two ``S ~ 16 N`` (so its magnitude stays below 32) and ``backward``
+  multiplies by ``grad_output / S``: exact, and the scaled gradient of a loss scaler
+  (``grad_output`` = its scale) reaches fp16 parameters as on the unfused path.
+
 Passes over the logits:
 
 * ``level="token"`` or ``alpha == 0``: one pass (logits GEMM, softmax kernel, two gradient
   GEMMs), the same three GEMMs as the unfused head.
 * ``level="sentence" | "geomean"`` with ``alpha > 0``: the weight of a token depends on the
-  sum of log-probabilities over its whole sequence, so a first pass computes every target
-  log-probability (one extra logits GEMM, nothing stored but ``S`` floats), then the second
-  pass is the token-level pass with the now-known weights: four GEMMs instead of three,
-  about 1.33x the token-level time, same memory.
+  sum of log-probabilities over its whole sequence (a row, or one packed sample of it), so a
+  first pass computes every target log-probability (one extra logits GEMM, nothing stored but
+  ``S`` floats), then the second pass is the token-level pass with the now-known weights:
+  four GEMMs instead of three, about 1.33x the token-level time, same memory.
 * no gradient needed (evaluation): one logits pass, no gradient GEMMs.
 
-The rows backends (:class:`~dft_mm.fused.torch_rows.TorchRows`,
-:class:`~dft_mm.fused.triton_rows.TritonRows`) supply the per-chunk logits GEMM and softmax
-work; weights, normaliser and loss reduction are :mod:`dft_mm.losses`' own functions.
+A :class:`~dft_mm.fused.transforms.LogitTransform` (soft-capping, logit scaling) is replayed
+on each chunk's logits with autograd, so its gradient is exactly the unfused one.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import torch
 
 from dft_mm.fused.chunking import auto_chunk_size
+from dft_mm.fused.transforms import LogitTransform
 from dft_mm.losses import NumItems, dft_weights, normaliser, reduce_weighted_nll
+
+logger = logging.getLogger(__name__)
+
+# fp16: the scaled logit gradient stays below 2**FP16_HEADROOM_BITS in magnitude.
+FP16_HEADROOM_BITS = 5
 
 
 @dataclass
@@ -46,26 +67,61 @@ class HeadConfig:
     chunk_size: int | None
     rows: object  # TorchRows | TritonRows
     grad_enabled: bool  # torch.is_grad_enabled() at the call (False under no_grad: evaluation)
+    gemm_dtype: torch.dtype
+    segments: torch.Tensor | None = None  # [B, T] shifted segment ids of packed rows
+    transform: LogitTransform | None = None
+
+
+def accumulator_dtype(gemm_dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if gemm_dtype == torch.float64 else torch.float32
+
+
+def gradient_scale(gemm_dtype: torch.dtype, n_items: torch.Tensor) -> float:
+    """The power of two the logit gradient is computed with (1 unless fp16)."""
+    if gemm_dtype != torch.float16:
+        return 1.0
+    return 2.0 ** (math.ceil(math.log2(float(n_items))) + FP16_HEADROOM_BITS - 1)
+
+
+_MIXED_ADDMM = {"cuda": True}  # whether torch.addmm(..., out_dtype=fp32) works on this device type
+
+
+def accumulate_mm_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc += a @ b`` with ``acc`` in fp32/fp64 and ``a``, ``b`` in the GEMM dtype.
+
+    CUDA multiplies bf16/fp16 operands with fp32 accumulation straight into ``acc``
+    (``addmm`` with ``out_dtype``); elsewhere the operands are upcast (exact products).
+    """
+    if a.dtype == acc.dtype:
+        acc.addmm_(a, b)
+        return
+    if acc.is_cuda and _MIXED_ADDMM["cuda"]:
+        try:
+            torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+            return
+        except (RuntimeError, TypeError) as err:
+            _MIXED_ADDMM["cuda"] = False
+            logger.warning("dft_mm fused head: mixed-dtype addmm unavailable (%s); upcasting its operands", err)
+    acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
 
 
 class _Gradients:
-    """Accumulators for ``grad_hidden [N, H]``, ``grad_weight [V, H]``, ``grad_bias [V]``;
-    ``None`` for inputs that need no gradient."""
+    """Accumulators for ``grad_hidden [N, H]``, ``grad_weight [V, H]``, ``grad_bias [V]`` in
+    the accumulator dtype; ``None`` for inputs that need no gradient."""
 
-    def __init__(self, hidden, weight, bias, needs, rows):
-        h_dtype, w_dtype = rows.grad_dtypes(hidden, weight)
-        self.hidden = torch.zeros(hidden.shape, dtype=h_dtype, device=hidden.device) if needs[0] else None
-        self.weight = torch.zeros(weight.shape, dtype=w_dtype, device=weight.device) if needs[1] else None
-        b_dtype = torch.promote_types(w_dtype, torch.float32)
-        self.bias = torch.zeros(weight.shape[0], dtype=b_dtype, device=weight.device) if needs[2] else None
+    def __init__(self, hidden, weight, needs, dtype):
+        device = hidden.device
+        self.hidden = torch.zeros(hidden.shape, dtype=dtype, device=device) if needs[0] else None
+        self.weight = torch.zeros(weight.shape, dtype=dtype, device=device) if needs[1] else None
+        self.bias = torch.zeros(weight.shape[0], dtype=dtype, device=device) if needs[2] else None
 
     def add_chunk(self, grad_z, h_chunk, index, weight):
-        """Add one chunk's contribution; ``grad_z`` ``[C, V]``, ``h_chunk`` ``[C, H]``,
-        ``index`` ``[C]`` rows of ``hidden``, ``weight`` ``[V, H]`` in ``grad_z``'s dtype."""
+        """Add one chunk's contribution; ``grad_z`` ``[C, V]``, ``h_chunk`` ``[C, H]`` and
+        ``weight`` ``[V, H]`` in the GEMM dtype, ``index`` ``[C]`` rows of ``hidden``."""
         if self.hidden is not None:
             self.hidden.index_copy_(0, index, (grad_z @ weight).to(self.hidden.dtype))
         if self.weight is not None:
-            self.weight.addmm_(grad_z.T.to(self.weight.dtype), h_chunk.to(self.weight.dtype))
+            accumulate_mm_(self.weight, grad_z.T, h_chunk)
         if self.bias is not None:
             self.bias += grad_z.sum(0, dtype=self.bias.dtype)
 
@@ -75,51 +131,75 @@ def _chunks(count: int, size: int):
         yield slice(start, min(start + size, count))
 
 
+def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``[C, H] x [V, H]^T (+ bias)`` -> ``[C, V]`` in the operands' (GEMM) dtype."""
+    return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
+
+
+def _logprobs(rows, z, targets, transform):
+    return rows.target_logprobs(z if transform is None else transform(z), targets)
+
+
+def _logprobs_and_grad(rows, z, targets, transform, **scaling):
+    """``(log p_y, d loss / d z)`` of one chunk; through ``transform`` by local autograd."""
+    if transform is None:
+        return rows.softmax_grad_(z, targets, **scaling)
+    with torch.enable_grad():
+        z = z.requires_grad_()
+        transformed = transform(z)
+    logp, grad_transformed = rows.softmax_grad_(transformed.detach(), targets, **scaling)
+    (grad_z,) = torch.autograd.grad(transformed, z, grad_transformed)
+    return logp, grad_z
+
+
 def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, needs_grad):
     """Loss, statistics and (when ``needs_grad`` asks) gradients, chunk by chunk.
 
     Args:
-        hidden: ``[N, H]``; weight: ``[V, H]``; bias: ``[V]`` or None.
+        hidden: ``[N, H]``; weight: ``[V, H]``; bias: ``[V]`` or None (any float dtypes).
         shifted_labels: ``[N]`` int64 targets (any value where ``mask`` is False).
         mask: ``[N]`` bool supervised positions.
         needs_grad: ``(hidden, weight, bias)`` booleans.
 
     Returns:
-        ``(loss, stats, grads)`` with ``grads`` a :class:`_Gradients` or None.
+        ``(loss, stats, grads, scale)`` with ``grads`` a :class:`_Gradients` (or None) holding
+        ``scale`` times the gradients.
     """
-    rows = cfg.rows
+    rows, dtype = cfg.rows, cfg.gemm_dtype
     index = mask.nonzero().squeeze(1)
     targets = shifted_labels[index]
     supervised = index.numel()
-    w_gemm, b_gemm = rows.prepare(hidden, weight, bias)
-    chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], rows.bytes_per_logit, hidden.device)
+    w_gemm = weight.to(dtype)
+    b_gemm = None if bias is None else bias.to(dtype)
+    chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], rows.bytes_per_logit(dtype), hidden.device)
     mask_bt = mask.view(cfg.batch, cfg.seq_len)
     n_items = normaliser(mask_bt, cfg.num_items_in_batch)
     logp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
 
     def weights_from_logp():
-        return dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha)
+        return dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha, cfg.segments)
 
     want_grads = any(needs_grad)
     two_pass = cfg.level != "token" and cfg.alpha != 0
     weights = None
     if two_pass or not want_grads:
         for part in _chunks(supervised, chunk):
-            z = rows.logits(hidden[index[part]], w_gemm, b_gemm)
-            logp[index[part]] = rows.target_logprobs(z, targets[part])
+            z = chunk_logits(hidden[index[part]].to(dtype), w_gemm, b_gemm)
+            logp[index[part]] = _logprobs(rows, z, targets[part], cfg.transform)
             del z
         weights = weights_from_logp()
 
-    grads = None
+    grads, scale = None, 1.0
     if want_grads:
-        grads = _Gradients(hidden, weight, bias, needs_grad, rows)
-        inv_n = 1.0 / n_items
+        grads = _Gradients(hidden, weight, needs_grad, accumulator_dtype(dtype))
+        scale = gradient_scale(dtype, n_items)
+        inv_n = scale / n_items
         for part in _chunks(supervised, chunk):
-            h_chunk = hidden[index[part]]
-            z = rows.logits(h_chunk, w_gemm, b_gemm)
-            scale = None if weights is None else weights.view(-1)[index[part]] * inv_n
-            chunk_logp, grad_z = rows.softmax_grad_(
-                z, targets[part], scale=scale, alpha=cfg.alpha, inv_n=inv_n, out_dtype=w_gemm.dtype
+            h_chunk = hidden[index[part]].to(dtype)
+            z = chunk_logits(h_chunk, w_gemm, b_gemm)
+            token_scale = None if weights is None else weights.view(-1)[index[part]] * inv_n
+            chunk_logp, grad_z = _logprobs_and_grad(
+                rows, z, targets[part], cfg.transform, scale=token_scale, alpha=cfg.alpha, inv_n=inv_n
             )
             logp[index[part]] = chunk_logp
             grads.add_chunk(grad_z, h_chunk, index[part], w_gemm)
@@ -128,7 +208,7 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
             weights = weights_from_logp()
 
     loss, stats = reduce_weighted_nll(logp.view_as(mask_bt), mask_bt, weights, cfg.num_items_in_batch)
-    return loss, stats, grads
+    return loss, stats, grads, scale
 
 
 class LinearDFTFunction(torch.autograd.Function):
@@ -141,8 +221,8 @@ class LinearDFTFunction(torch.autograd.Function):
         # GEMMs there.
         needs = tuple(need and cfg.grad_enabled for need in ctx.needs_input_grad[:3])
         with torch.autocast(device_type=hidden.device.type, enabled=False):
-            loss, stats, grads = fused_forward(hidden, weight, bias, shifted_labels, mask, cfg, needs)
-        ctx.grads = grads
+            loss, stats, grads, scale = fused_forward(hidden, weight, bias, shifted_labels, mask, cfg, needs)
+        ctx.grads, ctx.scale = grads, scale
         ctx.input_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(stats.nll_sum, stats.prob_sum, stats.num_tokens)
         return loss, stats.nll_sum, stats.prob_sum, stats.num_tokens
@@ -156,8 +236,9 @@ class LinearDFTFunction(torch.autograd.Function):
                 "handed over once; recompute the loss instead of using retain_graph=True."
             )
         ctx.grads = None
-        outputs = [
-            None if grad is None else grad.mul_(grad_loss.to(grad.dtype)).to(dtype)
-            for grad, dtype in zip((grads.hidden, grads.weight, grads.bias), ctx.input_dtypes)
-        ]
+        outputs = []
+        for grad, dtype in zip((grads.hidden, grads.weight, grads.bias), ctx.input_dtypes):
+            if grad is not None:
+                grad = grad.mul_(grad_loss.to(grad.dtype) / ctx.scale).to(dtype)
+            outputs.append(grad)
         return (*outputs, None, None, None)

@@ -12,24 +12,29 @@ import os
 
 import torch
 
-# Cap on one chunk's logit buffers. At V=152064 (Qwen2.5) and 4 bytes per logit this is a
-# 256-token chunk: 0.15 GiB beside the bf16 weight gradient (1.02 GiB at H=3584), which
-# keeps the Triton head's extra memory near 1.3 GiB at 16k tokens.
+# Cap on one chunk's logit buffers. At V=152064 (Qwen2.5) this is a 512-token chunk for the
+# Triton backend (bf16 logits, gradient written in place) and a 64-token chunk for the torch
+# backend (bf16 logits + fp32 copy + temporary): small beside the fp32 weight-gradient
+# accumulator (2.03 GiB at H=3584).
 MAX_CHUNK_BYTES = 160 * 2**20
 
 
 def free_memory_bytes(device: torch.device) -> int:
     """Free memory where the chunk will live: the CUDA allocator's view of the device, or
-    the host's free physical pages."""
+    the host's available memory (free pages plus reclaimable cache)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    try:  # Linux: what can be allocated without swapping, page cache included
+        with open("/proc/meminfo") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def auto_chunk_size(num_tokens: int, vocab: int, bytes_per_logit: int, device: torch.device) -> int:
     """Tokens per chunk for ``num_tokens`` supervised tokens and a ``vocab``-sized head.
 
-    ``bytes_per_logit`` is what the backend keeps per logit of a chunk (fp32 logits plus
+    ``bytes_per_logit`` is what the backend keeps per logit of a chunk (logits plus
     temporaries). The result is at least 1 and at most ``num_tokens`` (1 when there are none).
     """
     budget = min(free_memory_bytes(device) // 8, MAX_CHUNK_BYTES)

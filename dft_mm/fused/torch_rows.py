@@ -1,43 +1,30 @@
 """Per-chunk softmax work of the fused head in plain PyTorch (any device; the reference).
 
-Everything is computed in the *compute dtype* (fp32, or fp64 for fp64 inputs): the hidden
-chunk and the weight are upcast, so results match :func:`dft_mm.losses.dft_loss` to fp32
-rounding. On a GPU with a bf16 head this costs an fp32 copy of the weight; use the Triton
-backend there.
+The logits of a chunk come from the GEMM in the GEMM dtype (bf16/fp16/fp32/fp64), exactly as
+an ``nn.Linear`` would return them; the softmax, target log-probability, weight and logit
+gradient are then computed in fp32 (fp64 for fp64), as :func:`dft_mm.losses.dft_loss` does
+on materialised logits, and the gradient is handed back in the GEMM dtype.
 """
 
 from __future__ import annotations
 
 import torch
 
-from dft_mm.losses import dft_weights
+
+def _working_copy(z: torch.Tensor) -> torch.Tensor:
+    """``z`` in fp32 (fp64 stays fp64); a new tensor when ``z`` is low precision."""
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
 
 
 class TorchRows:
     """Row operations on a chunk of logits ``z`` ``[C, V]`` with targets ``y`` ``[C]``."""
 
     name = "torch"
-    # fp32 logits + the temporary of logsumexp.
-    bytes_per_logit = 8
 
     @staticmethod
-    def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-        return torch.promote_types(dtype, torch.float32)
-
-    def prepare(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-        """``(weight, bias)`` as the GEMMs use them: upcast to the compute dtype."""
-        dtype = self.compute_dtype(hidden.dtype)
-        return weight.to(dtype), None if bias is None else bias.to(dtype)
-
-    def grad_dtypes(self, hidden: torch.Tensor, weight: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
-        """Accumulator dtypes of ``(grad_hidden, grad_weight)``."""
-        dtype = self.compute_dtype(hidden.dtype)
-        return dtype, dtype
-
-    def logits(self, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """``[C, H] x [V, H]^T (+ bias)`` -> contiguous ``[C, V]`` in the compute dtype."""
-        h = h.to(weight.dtype)
-        return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
+    def bytes_per_logit(gemm_dtype: torch.dtype) -> int:
+        """Memory per logit of a chunk: the GEMM output, its fp32 copy, a logsumexp temporary."""
+        return gemm_dtype.itemsize + 8
 
     @staticmethod
     def _logprobs_lse(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,20 +33,21 @@ class TorchRows:
 
     def target_logprobs(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``log p_y`` ``[C]`` fp32 of logits ``z`` ``[C, V]``."""
-        return self._logprobs_lse(z, y)[0].float()
+        return self._logprobs_lse(_working_copy(z), y)[0].float()
 
-    def softmax_grad_(self, z, y, *, scale, alpha, inv_n, out_dtype):
-        """Overwrite ``z`` with ``d loss / d z = scale * (softmax(z) - onehot(y))``.
+    def softmax_grad_(self, z, y, *, scale, alpha, inv_n):
+        """``d loss / d z = scale * (softmax(z) - onehot(y))`` in ``z``'s dtype.
 
-        ``scale`` ``[C]`` is the per-token ``w / N``; ``None`` means token level, where the
-        weight comes from the row's own probability (``dft_weights(level="token")``).
-        ``inv_n`` is ``1 / N`` (0-dim tensor). ``out_dtype`` is the compute dtype here (the
-        prepared weight's). Returns ``(log p_y [C] fp32, grad [C, V])``.
+        ``scale`` ``[C]`` is the per-token ``w / N`` (times the head's gradient scale);
+        ``None`` means token level, where the weight ``p_y ** alpha`` comes from the row's own
+        probability and is multiplied by ``inv_n`` (0-dim tensor). ``z`` may be overwritten.
+        Returns ``(log p_y [C] fp32, grad [C, V])``.
         """
-        logp, lse = self._logprobs_lse(z, y)
+        work = _working_copy(z)
+        logp, lse = self._logprobs_lse(work, y)
         if scale is None:
-            scale = dft_weights(logp[None], torch.ones_like(logp, dtype=torch.bool)[None], "token", alpha)[0] * inv_n
-        scale = scale.to(z.dtype)
-        z.sub_(lse[:, None]).exp_().mul_(scale[:, None])
-        z.scatter_add_(1, y[:, None], -scale[:, None])
-        return logp.float(), z.to(out_dtype)
+            scale = torch.exp(alpha * logp) * inv_n
+        scale = scale.to(work.dtype)
+        work.sub_(lse[:, None]).exp_().mul_(scale[:, None])
+        work.scatter_add_(1, y[:, None], -scale[:, None])
+        return logp.float(), work.to(z.dtype)
