@@ -121,19 +121,44 @@ def _text_kwargs(tokenizer, hidden_size: int, num_layers: int) -> dict:
     )
 
 
+TEXT_FAMILIES = ("qwen2", "gemma2", "qwen2_moe")
+
+
+def _text_model(family: str, tokenizer, hidden_size: int, num_layers: int, tie_word_embeddings: bool):
+    """A random causal LM of ``family``: Qwen2; Gemma2 with soft-capped logits
+    (``final_logit_softcapping=2.0``); or Qwen2-MoE (4 experts, top-2, a shared expert)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    kwargs = dict(**_text_kwargs(tokenizer, hidden_size, num_layers), tie_word_embeddings=tie_word_embeddings)
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**kwargs))
+    if family == "gemma2":
+        config = Gemma2Config(**kwargs, head_dim=16, final_logit_softcapping=2.0, query_pre_attn_scalar=16, sliding_window=64)
+        return Gemma2ForCausalLM(config)
+    if family == "qwen2_moe":
+        config = Qwen2MoeConfig(
+            **kwargs, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=hidden_size,
+            shared_expert_intermediate_size=hidden_size, decoder_sparse_step=1,
+        )
+        return Qwen2MoeForCausalLM(config)
+    raise ValueError(f"family must be one of {', '.join(TEXT_FAMILIES)}; got {family!r}.")
+
+
 def build_tiny_text(
-    out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, tie_word_embeddings: bool = False, seed: int = 0
+    out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, tie_word_embeddings: bool = False, seed: int = 0,
+    family: str = "qwen2",
 ) -> Path:
-    """Save a random ``Qwen2ForCausalLM`` and its tokenizer to ``out_dir`` (fp32, ~0.2M params)."""
+    """Save a random causal LM (``family``, see :data:`TEXT_FAMILIES`; fp32, ~0.2M params) and
+    its tokenizer to ``out_dir``."""
     import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out)
-    config = Qwen2Config(**_text_kwargs(tokenizer, hidden_size, num_layers), tie_word_embeddings=tie_word_embeddings)
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    model = _text_model(family, tokenizer, hidden_size, num_layers, tie_word_embeddings)
+    config = model.config
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False
     )
@@ -204,14 +229,19 @@ def build_tiny_vl(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int
 
 
 def _cli(args: argparse.Namespace) -> None:
-    build = build_tiny_text if args.kind == "text" else build_tiny_vl
-    out = build(args.out, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+    common = dict(hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+    if args.kind == "vl":
+        out = build_tiny_vl(args.out, **common)
+    else:
+        out = build_tiny_text(args.out, family=args.family, tie_word_embeddings=args.tied, **common)
     print(json.dumps({"kind": args.kind, "path": str(out)}))
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("tiny", help="build a tiny offline Qwen2 / Qwen2.5-VL model")
     parser.add_argument("--kind", choices=("text", "vl"), required=True)
+    parser.add_argument("--family", choices=TEXT_FAMILIES, default="qwen2", help="text model family (default qwen2)")
+    parser.add_argument("--tied", action="store_true", help="text model: tie lm_head to the input embeddings")
     parser.add_argument("--out", required=True, help="directory to write the model to")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-layers", type=int, default=2)

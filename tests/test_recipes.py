@@ -70,7 +70,7 @@ def test_recipes_come_in_sft_dft_pairs_differing_only_in_loss_keys():
         assert differing - {"output_dir"} <= LOSS_KEYS, f"{sft_path.name} vs {dft_path.name}: {differing}"
         assert Path(sft["output_dir"]).parent == Path(dft["output_dir"]).parent
         assert (Path(sft["output_dir"]).name, Path(dft["output_dir"]).name) == ("sft", "dft")
-        assert sft.get("sft_loss", "nll") == "nll" and dft["sft_loss"] == "dft"
+        assert sft["sft_loss"] == "nll" and dft["sft_loss"] == "dft"  # the SFT baseline opts in explicitly
     assert all(p.stem.endswith(("_sft", "_dft")) for p in RECIPES)
     assert sum(p.stem.endswith("_sft") for p in RECIPES) * 2 == len(RECIPES)
 

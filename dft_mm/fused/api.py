@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -71,6 +72,7 @@ def linear_dft_and_stats(
     chunk_size: int | None = None,
     segment_ids: torch.Tensor | None = None,
     logit_transform: LogitTransform | None = None,
+    grad_scale: float | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """:func:`linear_dft` plus the :class:`~dft_mm.losses.LossStats` of
     :func:`dft_mm.losses.dft_loss_and_stats` (``nll_sum``, ``prob_sum``, ``num_tokens``)."""
@@ -85,6 +87,8 @@ def linear_dft_and_stats(
         raise ValueError(f"bias must be [V={weight.shape[0]}]; got {tuple(bias.shape)}.")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1 or None (automatic); got {chunk_size}.")
+    if grad_scale is not None and not (math.isfinite(grad_scale) and grad_scale > 0):
+        raise ValueError(f"grad_scale must be a finite number > 0 (the loss scaler's scale); got {grad_scale}.")
     check_segment_ids(segment_ids, labels)
     dtype = gemm_dtype_for(hidden)
     rows = resolve_backend(backend, hidden.device, dtype)
@@ -108,6 +112,7 @@ def linear_dft_and_stats(
         gemm_dtype=dtype,
         segments=segments,
         transform=logit_transform,
+        grad_scale=grad_scale,
     )
     loss, nll_sum, prob_sum, num_tokens = LinearDFTFunction.apply(
         hidden.reshape(batch * seq_len, -1), weight, bias, shifted, mask, cfg
@@ -129,6 +134,7 @@ def linear_dft(
     chunk_size: int | None = None,
     segment_ids: torch.Tensor | None = None,
     logit_transform: LogitTransform | None = None,
+    grad_scale: float | None = None,
 ) -> torch.Tensor:
     """DFT loss of ``hidden @ weight.T (+ bias)`` without materialising ``[B, T, V]`` logits.
 
@@ -150,6 +156,9 @@ def linear_dft(
             :func:`dft_mm.losses.dft_loss`.
         logit_transform: what the model does to its logits after the head (soft-capping,
             scaling), replayed exactly; see :class:`dft_mm.fused.transforms.LogitTransform`.
+        grad_scale: fp16 only: the scale the loss will be multiplied by before backward (a
+            GradScaler's ``get_scale()``), so the fp16 gradients round exactly as on the
+            unfused path; None picks a safe power of two.
 
     Returns:
         Scalar fp32 loss; exactly 0 and still attached to the graph when no token is
@@ -177,4 +186,5 @@ def linear_dft(
         chunk_size=chunk_size,
         segment_ids=segment_ids,
         logit_transform=logit_transform,
+        grad_scale=grad_scale,
     )[0]

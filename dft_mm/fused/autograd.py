@@ -13,14 +13,16 @@ Precision (the same rounding points as ``nn.Linear`` + :func:`dft_mm.losses.dft_
 * the GEMMs run in the *GEMM dtype*: the autocast dtype under autocast, else the hidden
   states' dtype (an fp32 master weight is cast to it per call, as autocast does);
 * the softmax work is fp32 (:mod:`~dft_mm.fused.torch_rows`, :mod:`~dft_mm.fused.triton_rows`);
-* the weight and bias gradients accumulate over chunks in fp32 (fp64 for fp64 inputs), the
-  hidden gradient is stored in fp32, and each is cast to its input's dtype once, in
-  ``backward``;
+* the weight and bias gradients accumulate over chunks in fp32 (fp64 for fp64 inputs) and
+  are rounded once to the GEMM dtype in ``backward``, as the single backward GEMM of
+  ``nn.Linear`` rounds them (so an fp32 master weight under autocast gets the same gradient
+  as on the unfused path, not a chunk-by-chunk low-precision running sum); the hidden
+  gradient rows are GEMM outputs in the GEMM dtype, kept in fp32 until ``backward``;
 * in fp16 the logit gradient ``(w / N) * (softmax - onehot)`` would underflow (it is far
   below fp16's normal range, which is why fp16 training scales the loss); it is computed
-  times a power of two ``S ~ 16 N`` (so its magnitude stays below 32) and ``backward``
-  multiplies by ``grad_output / S``: exact, and the scaled gradient of a loss scaler
-  (``grad_output`` = its scale) reaches fp16 parameters as on the unfused path.
+  times ``S``, the loss scaler's current scale when the caller passes it (``grad_scale``:
+  then every fp16 rounding is the unfused path's), else a power of two ``S ~ 16 N`` (so its
+  magnitude stays below 32), and ``backward`` multiplies by ``grad_output / S``.
 
 Passes over the logits:
 
@@ -70,16 +72,20 @@ class HeadConfig:
     gemm_dtype: torch.dtype
     segments: torch.Tensor | None = None  # [B, T] shifted segment ids of packed rows
     transform: LogitTransform | None = None
+    grad_scale: float | None = None  # fp16: the loss scaler's scale, if known
 
 
 def accumulator_dtype(gemm_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if gemm_dtype == torch.float64 else torch.float32
 
 
-def gradient_scale(gemm_dtype: torch.dtype, n_items: torch.Tensor) -> float:
-    """The power of two the logit gradient is computed with (1 unless fp16)."""
+def gradient_scale(gemm_dtype: torch.dtype, n_items: torch.Tensor, loss_scale: float | None) -> float:
+    """The factor the logit gradient is computed with: 1 unless fp16; in fp16 the loss
+    scaler's ``loss_scale`` when known, else a power of two near ``16 N``."""
     if gemm_dtype != torch.float16:
         return 1.0
+    if loss_scale is not None:
+        return float(loss_scale)
     return 2.0 ** (math.ceil(math.log2(float(n_items))) + FP16_HEADROOM_BITS - 1)
 
 
@@ -192,7 +198,7 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
     grads, scale = None, 1.0
     if want_grads:
         grads = _Gradients(hidden, weight, needs_grad, accumulator_dtype(dtype))
-        scale = gradient_scale(dtype, n_items)
+        scale = gradient_scale(dtype, n_items, cfg.grad_scale)
         inv_n = scale / n_items
         for part in _chunks(supervised, chunk):
             h_chunk = hidden[index[part]].to(dtype)
@@ -222,7 +228,7 @@ class LinearDFTFunction(torch.autograd.Function):
         needs = tuple(need and cfg.grad_enabled for need in ctx.needs_input_grad[:3])
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             loss, stats, grads, scale = fused_forward(hidden, weight, bias, shifted_labels, mask, cfg, needs)
-        ctx.grads, ctx.scale = grads, scale
+        ctx.grads, ctx.scale, ctx.gemm_dtype = grads, scale, cfg.gemm_dtype
         ctx.input_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(stats.nll_sum, stats.prob_sum, stats.num_tokens)
         return loss, stats.nll_sum, stats.prob_sum, stats.num_tokens
@@ -237,8 +243,9 @@ class LinearDFTFunction(torch.autograd.Function):
             )
         ctx.grads = None
         outputs = []
-        for grad, dtype in zip((grads.hidden, grads.weight, grads.bias), ctx.input_dtypes):
+        for grad, dtype, is_param in zip((grads.hidden, grads.weight, grads.bias), ctx.input_dtypes, (False, True, True)):
             if grad is not None:
-                grad = grad.mul_(grad_loss.to(grad.dtype) / ctx.scale).to(dtype)
+                grad = grad.mul_(grad_loss.to(grad.dtype) / ctx.scale)
+                grad = (grad.to(ctx.gemm_dtype) if is_param else grad).to(dtype)
             outputs.append(grad)
         return (*outputs, None, None, None)

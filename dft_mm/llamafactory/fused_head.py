@@ -66,9 +66,11 @@ class FusedLMHead:
         self._result: FusedResult | None = None
 
     @contextmanager
-    def armed(self, labels: torch.Tensor, num_items_in_batch, segment_ids: torch.Tensor | None = None):
-        """Route the next ``lm_head`` call through the fused loss (labels ``[B, T]``)."""
-        self._pending = (labels, num_items_in_batch, segment_ids)
+    def armed(self, labels: torch.Tensor, num_items_in_batch, segment_ids: torch.Tensor | None = None,
+              loss_scale: float | None = None):
+        """Route the next ``lm_head`` call through the fused loss (labels ``[B, T]``;
+        ``loss_scale``: an fp16 loss scaler's current scale, when there is one)."""
+        self._pending = (labels, num_items_in_batch, segment_ids, loss_scale)
         self._result = None
         self.head.forward = self._forward
         try:
@@ -99,7 +101,7 @@ class FusedLMHead:
             )
 
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        labels, num_items_in_batch, segment_ids = self._pending
+        labels, num_items_in_batch, segment_ids, loss_scale = self._pending
         if hidden.shape[:2] != labels.shape:
             raise RuntimeError(
                 f"dft_mm fused head: lm_head got hidden states {tuple(hidden.shape)} for labels "
@@ -116,6 +118,7 @@ class FusedLMHead:
             backend=self.backend,
             segment_ids=None if segment_ids is None else segment_ids.to(hidden.device),
             logit_transform=self.transform,
+            grad_scale=loss_scale,
         )
         stub = loss.view(1, 1, 1).expand(*hidden.shape[:2], 1)[..., :0]
         self._result = FusedResult(loss, stats, stub)

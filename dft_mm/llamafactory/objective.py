@@ -79,15 +79,17 @@ class TrainerObjective:
             raise NonFiniteLogitsError(err.count, err.total, f"training step {self.step_of()}") from None
 
     @contextmanager
-    def forward(self, inputs: dict, num_items_in_batch, *, fused: bool, segments: torch.Tensor | None):
+    def forward(self, inputs: dict, num_items_in_batch, *, fused: bool, segments: torch.Tensor | None,
+                loss_scale: float | None = None):
         """Context of one model forward: the batch's sample ids; the fused head armed when
-        ``fused`` (training, or loss-only evaluation) and the batch has labels."""
+        ``fused`` (training, or loss-only evaluation) and the batch has labels, with the fp16
+        loss scaler's current ``loss_scale`` when there is one."""
         self.segments = segments
         try:
             if self.fused is None or not fused or inputs.get("labels") is None:
                 yield
                 return
-            with self.fused.armed(inputs["labels"], num_items_in_batch, segments), self.steps_named():
+            with self.fused.armed(inputs["labels"], num_items_in_batch, segments, loss_scale), self.steps_named():
                 yield
         finally:
             self.segments = None

@@ -42,6 +42,19 @@ def resolve_head_plan(model: torch.nn.Module, mode: str) -> HeadPlan:
     return plan
 
 
+def current_loss_scale(trainer) -> float | None:
+    """The fp16 loss scale the coming backward will use: accelerate's GradScaler, or the
+    DeepSpeed engine's loss scaler; None without fp16 loss scaling."""
+    if not trainer.args.fp16:
+        return None
+    scaler = getattr(trainer.accelerator, "scaler", None)
+    if scaler is not None and scaler.is_enabled():
+        return float(scaler.get_scale())
+    optimizer = getattr(getattr(trainer, "deepspeed", None), "optimizer", None)
+    scale = getattr(optimizer, "loss_scale", None)
+    return float(scale) if isinstance(scale, (int, float)) else None
+
+
 def _dataset_packing(trainer) -> str | None:
     datasets = [trainer.train_dataset, trainer.eval_dataset]
     if isinstance(trainer.eval_dataset, dict):
@@ -100,15 +113,26 @@ def make_trainer_class(base: type) -> type:
             self.dft_packing = None
             self.dft_objective = install_objective(self, finetuning_args, self.dft_window)
             self._dft_loss_only_eval = False
+            self._dft_eval_logged = False
 
         def compute_loss(self, model, inputs, *args, **kwargs):
             if self.dft_objective is None:
                 return super().compute_loss(model, inputs, *args, **kwargs)
             num_items_in_batch = kwargs.get("num_items_in_batch", args[1] if len(args) > 1 else None)
             segments = segment_ids(inputs, self.dft_packing) if self.dft_packing else None
-            fused = model.training or self._dft_loss_only_eval
-            with self.dft_objective.forward(inputs, num_items_in_batch, fused=fused, segments=segments):
+            fused = self._fused_forward(model)
+            loss_scale = current_loss_scale(self) if fused and model.training else None
+            with self.dft_objective.forward(inputs, num_items_in_batch, fused=fused, segments=segments, loss_scale=loss_scale):
                 return super().compute_loss(model, inputs, *args, **kwargs)
+
+        def _fused_forward(self, model) -> bool:
+            """Whether this forward may use the fused head: training, or a loss-only evaluation."""
+            if model.training:
+                return True
+            if self._dft_loss_only_eval and self.dft_objective.fused is not None and not self._dft_eval_logged:
+                logger.info_rank0("dft_mm: evaluation loss through the fused head (no [batch, seq, vocab] logits).")
+                self._dft_eval_logged = True
+            return self._dft_loss_only_eval
 
         def prediction_step(self, model, inputs, prediction_loss_only, *args, **kwargs):
             # the fused head serves evaluation when only the loss is kept (no logits for metrics)

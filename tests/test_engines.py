@@ -1,0 +1,171 @@
+"""The support matrix: the real ``llamafactory-cli train`` under every engine users scale on.
+
+Each distributed case is a 2-process run (torchrun, gloo, CPU; DeepSpeed's CPU accelerator)
+with 2 rows per rank, compared step by step with a single-process run of the same 4-row
+batches: ``loss``, ``nll`` and ``grad_norm`` must agree to 1e-5 relative. References are the
+unfused DFT head (``dft_fused: false``) and LLaMA-Factory alone (``DFT_MM_DISABLE=1``).
+FSDP goes through torch directly (accelerate's FSDP plugin refuses CPU):
+``fixtures/engines/fsdp_step.py``. docs/support-matrix.md lists which test proves which cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import OFFLINE_ENV, REPO
+from dft_mm.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set
+from dft_mm.tiny import build_tiny_text
+from helpers import BIN, run_llamafactory_train, train_config
+
+pytestmark = pytest.mark.e2e
+
+STEPS = 2
+REL = 1e-5
+DFT = {"sft_loss": "dft"}
+ZERO3 = REPO / "data_configs" / "ds_z3_config.json"
+
+
+def _free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def _zero2_config(tmp: Path) -> Path:
+    config = json.loads(ZERO3.read_text())
+    config["zero_optimization"] = {"stage": 2, "overlap_comm": False, "contiguous_gradients": True,
+                                   "reduce_bucket_size": "auto", "allgather_bucket_size": 5e8}
+    path = tmp / "ds_z2_config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_text_model):
+    root = tmp_path_factory.mktemp("engines")
+    data = root / "data"
+    write_text_training_set(text_problems(16, seed=0), data)
+    return {
+        "root": root, "data": data, "untied": tiny_text_model,
+        "tied": build_tiny_text(root / "tied", tie_word_embeddings=True),
+        "engines": {
+            "ddp": {"ddp_backend": "gloo"},
+            # the HF default for full fine-tuning without gradient checkpointing
+            "ddp_find_unused": {"ddp_backend": "gloo", "ddp_find_unused_parameters": True,
+                                "disable_gradient_checkpointing": True},
+            "zero2": {"ddp_backend": "gloo", "deepspeed": str(_zero2_config(root))},
+            "zero3": {"ddp_backend": "gloo", "deepspeed": str(ZERO3)},
+        },
+    }
+
+
+def _run(setup, name: str, model: Path, keys: dict, *, engine: str | None = None, env: dict | None = None,
+         data: Path | None = None, dataset: str = "synthetic_code", **extra) -> tuple[list[dict], str]:
+    """Train STEPS steps; single process with batch 4, or 2 processes x batch 2 under ``engine``."""
+    out = setup["root"] / name
+    overrides = {"template": "empty", "max_steps": STEPS, **keys, **extra}
+    env = dict(env or {})
+    if engine is None:
+        overrides["per_device_train_batch_size"] = 4
+    else:
+        overrides.update(setup["engines"][engine], per_device_train_batch_size=2)
+        env.update(FORCE_TORCHRUN="1", NPROC_PER_NODE="2", MASTER_PORT=_free_port())
+    config = train_config(model, data or setup["data"], dataset, out, **overrides)
+    proc, history = run_llamafactory_train(config, out, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(history) == STEPS, history
+    return history, proc.stdout + proc.stderr
+
+
+def _assert_same_steps(got: list[dict], want: list[dict], keys=("loss", "nll", "grad_norm")) -> None:
+    for step, (g, w) in enumerate(zip(got, want), start=1):
+        for key in keys:
+            assert g[key] == pytest.approx(w[key], rel=REL), (step, key, g[key], w[key])
+
+
+@pytest.fixture(scope="module")
+def references(setup):
+    """Single-process runs: the unfused DFT head (untied and tied) and LLaMA-Factory alone."""
+    return {
+        "dft": _run(setup, "ref_dft", setup["untied"], {**DFT, "dft_fused": False})[0],
+        "dft_tied": _run(setup, "ref_dft_tied", setup["tied"], {**DFT, "dft_fused": False})[0],
+        "llamafactory": _run(setup, "ref_lf", setup["untied"], {}, env={"DFT_MM_DISABLE": "1"})[0],
+    }
+
+
+@pytest.mark.parametrize("engine", ["ddp", "ddp_find_unused", "zero2", "zero3"])
+def test_fused_dft_under_each_engine_equals_the_unfused_head(setup, references, engine):
+    history, log = _run(setup, f"{engine}_dft", setup["untied"], DFT, engine=engine)
+    assert "fused lm_head+loss" in log
+    _assert_same_steps(history, references["dft"])
+
+
+def test_fused_dft_with_tied_embeddings_under_zero3(setup, references):
+    history, _ = _run(setup, "zero3_tied", setup["tied"], DFT, engine="zero3")
+    _assert_same_steps(history, references["dft_tied"])
+
+
+def test_zero3_without_dft_mm_keys_is_llamafactory_alone(setup, references):
+    """Installing dft_mm changes nothing a run did not ask for (this crashed before)."""
+    history, log = _run(setup, "zero3_no_keys", setup["untied"], {}, engine="zero3")
+    assert "dft_mm:" not in log and "nll" not in history[0]
+    _assert_same_steps(history, references["llamafactory"], keys=("loss", "grad_norm"))
+
+
+def test_sft_loss_nll_through_the_fused_head_equals_llamafactory_alone(setup, references):
+    history, log = _run(setup, "zero3_nll", setup["untied"], {"sft_loss": "nll"}, engine="zero3")
+    assert "sft_loss=nll, fused lm_head+loss" in log
+    _assert_same_steps(history, references["llamafactory"], keys=("loss", "grad_norm"))
+    assert history[0]["nll"] == pytest.approx(history[0]["loss"], rel=REL)
+
+
+def test_vision_language_model_under_zero3(setup, tiny_vl_model):
+    data = setup["root"] / "vl_data"
+    write_vl_training_set(vl_problems(8, seed=0, image_dir=data / "images"), data)
+    vl = {"template": "qwen2_vl", "image_max_pixels": 56 * 56, "freeze_vision_tower": True}
+    reference, _ = _run(setup, "vl_ref", tiny_vl_model, {**DFT, "dft_fused": False}, data=data,
+                        dataset="synthetic_colours", **vl)
+    history, log = _run(setup, "vl_zero3", tiny_vl_model, DFT, engine="zero3", data=data, dataset="synthetic_colours", **vl)
+    assert "fused lm_head+loss" in log
+    _assert_same_steps(history, reference)
+
+
+def test_fsdp1_and_fsdp2_through_torch(setup):
+    """FSDP1 (this failed its state check before) and FSDP2, fused and unfused heads, against
+    one unsharded step on the whole batch."""
+    script = Path(__file__).parent / "fixtures" / "engines" / "fsdp_step.py"
+    sys.path.insert(0, str(script.parent))
+    from fsdp_step import batch
+
+    proc = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", _free_port(), str(script), str(setup["untied"])],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **OFFLINE_ENV},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    from transformers import AutoModelForCausalLM
+
+    from dft_mm.losses import dft_loss_and_stats
+
+    model = AutoModelForCausalLM.from_pretrained(setup["untied"]).train()
+    input_ids, labels = batch(model.config.vocab_size)
+    loss, stats = dft_loss_and_stats(model(input_ids=input_ids).logits, labels)
+    loss.backward()
+    for engine, heads in results.items():
+        for head, got in heads.items():
+            assert got["loss"] == pytest.approx(loss.item(), rel=REL), (engine, head)
+            assert got["nll"] == pytest.approx(stats.nll, rel=REL), (engine, head)
+            for name, param in model.named_parameters():
+                grad = torch.tensor(got["grads"][name])
+                want = param.grad.flatten()
+                assert float((grad - want).norm() / want.norm()) < REL, (engine, head, name)
