@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "dft_mm.data.commands",  # dft-mm data ultrafeedback|wethink
     "dft_mm.evaluation.commands",  # dft-mm eval code|vlm ...
     "dft_mm.analysis.commands",  # dft-mm analyze tokens, dft-mm report
-    "dft_mm.fused.bench",  # dft-mm bench head
+    "dft_mm.bench.commands",  # dft-mm bench head|step
     "dft_mm.demo",  # dft-mm demo
 )
 

@@ -1,6 +1,6 @@
 """One method of ``dft-mm bench head``, measured in a process of its own.
 
-Run as ``python -m dft_mm.fused.bench_worker '<json config>'``; prints one JSON line. A fresh
+Run as ``python -m dft_mm.bench.head_worker '<json config>'``; prints one JSON line. A fresh
 process per method keeps peak-memory numbers honest (CPU: peak RSS of the process; CUDA:
 the allocator's peak), both measured relative to the memory held just before the first
 forward + backward, i.e. with the inputs already allocated.
@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
 
 import torch
+
+from dft_mm.bench.measure import device_name, memory_now, memory_peak, reset_peak, sync
 
 METHODS = ("naive", "chunked_torch", "triton", "liger_ce", "liger_dft", "gemms")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -127,35 +128,6 @@ def step(cfg: BenchConfig, hidden, weight, labels) -> torch.Tensor | None:
     return loss.detach()
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _memory_now(device: str) -> int:
-    if device.startswith("cuda"):
-        return torch.cuda.memory_allocated()
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _reset_peak(device: str) -> None:
-    """Forget earlier peaks (imports, making the inputs) so only the measured step counts."""
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        return
-    with open("/proc/self/clear_refs", "w") as clear_refs:  # "5" resets the peak RSS (VmHWM)
-        clear_refs.write("5")
-
-
-def _memory_peak(device: str) -> int:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated()
-    with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
 def _rel_err(value: torch.Tensor, ref: torch.Tensor) -> float | None:
     norm = float(ref.norm())
     return None if norm == 0 else float((value.double() - ref).norm()) / norm
@@ -179,29 +151,23 @@ def gradient_errors(cfg: BenchConfig, hidden, weight, labels, loss) -> dict:
     }
 
 
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-
-
 def measure(cfg: BenchConfig) -> dict:
     """Peak extra memory of the first step, median time of ``cfg.repeats`` more, errors.
     The caller checks :func:`unavailable` first."""
     record = {**asdict(cfg), "device_name": device_name(cfg.device)}
     hidden, weight, labels = make_inputs(cfg)
-    _sync(cfg.device)
-    _reset_peak(cfg.device)
-    before = _memory_now(cfg.device)
+    sync(cfg.device)
+    reset_peak(cfg.device)
+    before = memory_now(cfg.device)
     loss = step(cfg, hidden, weight, labels)
-    _sync(cfg.device)
-    record["peak_extra_mib"] = round((_memory_peak(cfg.device) - before) / 2**20, 1)
+    sync(cfg.device)
+    record["peak_extra_mib"] = round((memory_peak(cfg.device) - before) / 2**20, 1)
     times = []
     for _ in range(cfg.repeats):
-        _sync(cfg.device)
+        sync(cfg.device)
         start = time.perf_counter()
         loss = step(cfg, hidden, weight, labels)
-        _sync(cfg.device)
+        sync(cfg.device)
         times.append((time.perf_counter() - start) * 1000)
     if times:
         record["median_ms"] = round(statistics.median(times), 2)
