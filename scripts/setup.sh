@@ -16,5 +16,7 @@ bash scripts/install-toolchains.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# VLMEvalKit in its own environment (.venv/vlmeval-kit): its pins differ from LlamaBoard's
+.venv/bin/python -m dft_mm eval vlm install-kit --quiet
 echo "$key" > "$stamp"
 echo "setup: .venv ready"
