@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything `make demo` and `make test` need, idempotently:
 #   1. apt toolchains + bubblewrap (scripts/install-toolchains.sh),
-#   2. .venv with this project installed editable (with its dev extra).
+#   2. .venv with this project installed editable (with its dev extra),
+#   3. VLMEvalKit's own environment .venv/vlmeval-kit (the [vlmeval] extra; dft-mm eval vlm install-kit).
 # A stamp keyed on the install inputs makes a second run a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,25 +17,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.vlm.kit import find_kit_python
+from dft_mm.evaluation.vlm.kit import WORKER, find_kit_python
 from dft_mm.evaluation.vlm.kit_files import EXACT_MATCHING, find_score_files, parse_score_file
 from dft_mm.evaluation.vlm.kit_score import score_with_kit
 from dft_mm.evaluation.vlm.datasets import spec_for
 from dft_mm.evaluation.vlm.score import score_predictions
-from dft_mm.evaluation.vlm.vlmevalkit import collect_results, run_vlmevalkit
+from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
+from dft_mm.evaluation.vlm.vlmevalkit import collect_results, run_vlmevalkit, vlmevalkit_arguments, vlmevalkit_config
 
 JUDGE_SERVER = Path(__file__).parent / "fixtures" / "vlm" / "judge_server.py"
 MODEL = "tiny-vl"
 JUDGE = "local-judge"
-_DUMP = "import json, sys, pandas as pd\nfrom vlmeval.smp import dump\ndump(pd.DataFrame(json.load(open(sys.argv[1]))), sys.argv[2])\n"
+# one kit process writes every file: {path: rows}
+_DUMP = ("import json, sys, pandas as pd\nfrom vlmeval.smp import dump\n"
+         "for path, rows in json.load(open(sys.argv[1])).items():\n    dump(pd.DataFrame(rows), path)\n")
 _SITECUSTOMIZE = """import json, os
 _md5 = json.loads(os.environ.get("DFT_MM_TEST_MD5", "{}"))
 if _md5:
@@ -70,50 +74,14 @@ def _requests(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def _kit_dump(kit_python: str, rows: list[dict], path: Path) -> Path:
-    """Write ``rows`` with VLMEvalKit's own ``dump`` (its .xlsx / .tsv writer)."""
-    source = path.with_suffix(".json")
-    source.write_text(json.dumps(rows))
-    subprocess.run([kit_python, "-c", _DUMP, str(source), str(path)], check=True, timeout=300)
-    return path
-
-
-def _kit_runner(kit_python: str, tmp: Path, dataset: str, rows: list[dict], judge_url: str, judge_name: str) -> dict:
-    """Score ``rows`` (the dataset TSV without images + predictions) with the kit's runner."""
-    data = tmp / "LMUData"
-    tsv = _kit_dump(kit_python, [{k: v for k, v in row.items() if k != "prediction"} for row in rows],
-                    data / f"{dataset}.tsv")
-    work = tmp / "work"
-    _kit_dump(kit_python, rows, work / MODEL / f"{MODEL}_{dataset}.xlsx")
-    site = tmp / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-    env = {"LMUData": str(data), "PYTHONPATH": str(site),
-           "DFT_MM_TEST_MD5": json.dumps({dataset: hashlib.md5(tsv.read_bytes()).hexdigest()})}
-    old = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        return run_vlmevalkit(MODEL, dataset, work, kit_python=kit_python, judge=judge_name, judge_base_url=judge_url,
-                              mode="eval", out=tmp / "adapter")
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _both_routes(kit_python, tmp_path, dataset, rows, judge):
-    """``(runner result, our judged result, our proxy result)`` on one prediction file."""
-    url, _ = judge
-    runner = _kit_runner(kit_python, tmp_path / "runner", dataset, rows, url, JUDGE)
-    predictions = _kit_dump(kit_python, rows, tmp_path / "ours" / f"{MODEL}_{dataset}.xlsx")
-    judged = score_predictions(dataset, predictions, tmp_path / "judged", judge=url, judge_model=JUDGE,
-                               kit_python=kit_python)
-    proxy = score_predictions(dataset, predictions, tmp_path / "proxy")
-    print(json.dumps({"dataset": dataset, "vlmevalkit_runner": runner["results"][dataset], "ours_judged": judged,
-                      "ours_judge_free": proxy}, indent=1, default=str))
-    return runner["results"][dataset], judged, proxy
+def _kit_dump(kit_python: str, files: dict[Path, list[dict]]) -> None:
+    """Write each ``{path: rows}`` with VLMEvalKit's own ``dump`` (its .xlsx / .tsv writer)."""
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as source:
+        json.dump({str(path): rows for path, rows in files.items()}, source)
+        source.flush()
+        subprocess.run([kit_python, "-c", _DUMP, source.name], check=True, timeout=300)
 
 
 def _metrics(result: dict) -> dict:
@@ -136,26 +104,6 @@ MATHVERSE_ROWS = [
 ]
 
 
-def test_mathverse_runner_and_judged_route_agree(kit_python, tmp_path, judge):
-    runner, judged, proxy = _both_routes(kit_python, tmp_path, "MathVerse_MINI", MATHVERSE_ROWS, judge)
-    # by hand: Vision Only 2 of 3, Vision Dominant 1 of 2; Overall is the mean of the versions
-    expected = {"Overall": (200 / 3 + 50) / 2, "Vision Only": 200 / 3, "Vision Dominant": 50.0}
-    assert _metrics(runner) == pytest.approx(expected, abs=1e-9)
-    assert _metrics(judged) == _metrics(runner)  # identical floats
-    assert (runner["scorer"], runner["judge"], judged["scorer"], judged["judge"]) == (
-        "vlmevalkit", JUDGE, "vlmevalkit", JUDGE)
-    assert proxy["scorer"] == "judge-free" and proxy["judge"] is None
-    kinds = {request["kind"] for request in _requests(judge[1])}
-    assert {"mathverse_extract", "mathverse_score"} <= kinds
-    assert {request["model"] for request in _requests(judge[1])} == {JUDGE}
-    # the parser on the kit's own file gives the kit's own numbers
-    score_file = Path(runner["score_file"])
-    assert parse_score_file("MathVerse", score_file) == _metrics(runner)
-    adapter_json = json.loads((tmp_path / "runner" / "adapter" / "MathVerse_MINI_score.json").read_text())
-    assert adapter_json["scorer"] == "vlmevalkit" and adapter_json["judge"] == JUDGE
-    assert "system_prompt" in adapter_json
-
-
 MATHVISION_ROWS = [
     {"index": 1, "question": "How many?", "answer": "3", "choices": "[]", "category": "counting", "prediction": "3"},
     {"index": 2, "question": "Which shape?", "answer": "B", "choices": "['circle', 'square', 'triangle']",
@@ -169,13 +117,6 @@ MATHVISION_ROWS = [
 ]
 
 
-def test_mathvision_runner_and_judged_route_agree(kit_python, tmp_path, judge):
-    runner, judged, _ = _both_routes(kit_python, tmp_path, "MathVision", MATHVISION_ROWS, judge)
-    assert _metrics(runner) == pytest.approx({"Overall": 60.0, "area": 50.0, "counting": 200 / 3}, abs=1e-9)
-    assert _metrics(judged) == _metrics(runner)
-    assert "mathvision_extract" in {request["kind"] for request in _requests(judge[1])}
-
-
 def _wemath_row(index, problem, key, answer, prediction):
     return {"index": index, "ID": problem, "key": key, "question": f"{problem} {key}?", "A": "square", "B": "circle",
             "C": "triangle", "D": "hexagon", "answer": answer, "knowledge concept": "Area of Parallelograms",
@@ -183,9 +124,9 @@ def _wemath_row(index, problem, key, answer, prediction):
 
 
 WEMATH_ROWS = [
-    _wemath_row(1, "p1", "2steps_1", "A", "The answer is A."),
+    _wemath_row(1, "p1", "2steps_1", "A", "Answer: A."),  # the one form exact matching reads
     _wemath_row(2, "p1", "2steps_2", "B", "My final answer is (B), though C is close"),  # judge matches B
-    _wemath_row(3, "p1", "2steps_multi", "C", "The answer is C."),
+    _wemath_row(3, "p1", "2steps_multi", "C", "Answer: C."),
     _wemath_row(4, "p2", "2steps_1", "A", "The answer is D."),
     _wemath_row(5, "p2", "2steps_2", "B", "The answer is B."),
     _wemath_row(6, "p2", "2steps_multi", "C", "The answer is C."),
@@ -196,8 +137,113 @@ WEMATH_ROWS = [
 ]
 
 
-def test_wemath_runner_and_judged_route_agree(kit_python, tmp_path, judge):
-    runner, judged, _ = _both_routes(kit_python, tmp_path, "WeMath", WEMATH_ROWS, judge)
+ROWS = {"MathVerse_MINI": MATHVERSE_ROWS, "MathVision": MATHVISION_ROWS, "WeMath": WEMATH_ROWS}
+
+
+def _flags_and_attention(kit_python: str, model: Path, work: Path) -> dict:
+    config = vlmevalkit_config(str(model), MODEL, list(ROWS))
+    flags = vlmevalkit_arguments(work / "c.json", MODEL, list(ROWS), work, judge="gpt-4o-mini",
+                                 judge_base_url="http://127.0.0.1:8000/v1", use_vllm=True, api_nproc=16)
+    proc = subprocess.run([kit_python, "-c", _FLAGS_AND_ATTENTION, str(WORKER), str(model), json.dumps(flags)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"config": config, "work": work, **json.loads(proc.stdout.split("RESULT", 1)[1])}
+
+
+def _fallback(kit_python: str, predictions: Path, out: Path) -> dict:
+    """Our judged route with a judge that does not answer (nothing listens on port 9)."""
+    try:
+        score_with_kit(spec_for("WeMath"), predictions, out, judge_url="http://127.0.0.1:9/v1",
+                       judge_model="gpt-4o-mini", kit_python=kit_python, retry=1)
+    except UserError as err:
+        return {"error": str(err), "kit_dir": out / "vlmevalkit"}
+    return {"error": None, "kit_dir": out / "vlmevalkit"}
+
+
+@pytest.fixture(scope="module")
+def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
+    """All the kit work of this module, concurrently where it can be (each kit process spends
+    ~15 s importing vlmeval): every dataset's prediction file scored by the kit's runner (the
+    installed package; a checkout's run.py for MathVision), by our judged route and by the
+    proxy; the exact-matching fallback; the kit's view of our flags and attention override."""
+    url, _ = judge
+    tmp = tmp_path_factory.mktemp("scored")
+    data, work, ours = tmp / "LMUData", tmp / "work", tmp / "ours"
+    files = {}
+    for dataset, rows in ROWS.items():
+        files[data / f"{dataset}.tsv"] = [{k: v for k, v in row.items() if k != "prediction"} for row in rows]
+        files[work / MODEL / f"{MODEL}_{dataset}.xlsx"] = rows
+        files[tmp / "checkout_work" / MODEL / f"{MODEL}_{dataset}.xlsx"] = rows
+        files[ours / f"{MODEL}_{dataset}.xlsx"] = rows
+    _kit_dump(kit_python, files)
+    checkout = tmp / "VLMEvalKit"  # a checkout's layout: run.py at the top (the package's own run.py)
+    checkout.mkdir()
+    kit_run_py = subprocess.run([kit_python, "-c", "import importlib.util; print(importlib.util.find_spec('vlmeval.run').origin)"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    (checkout / "run.py").write_text(Path(kit_run_py).read_text())
+    site = tmp / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    md5 = {dataset: hashlib.md5((data / f"{dataset}.tsv").read_bytes()).hexdigest() for dataset in ROWS}
+
+    def runner(datasets, folder, vlmevalkit=None):
+        return run_vlmevalkit(MODEL, datasets, folder, kit_python=kit_python, judge=JUDGE, judge_base_url=url,
+                              mode="eval", data_root=data, vlmevalkit=vlmevalkit, out=folder / "adapter")
+
+    def judged(dataset):
+        return score_predictions(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "judged" / dataset, judge=url,
+                                 judge_model=JUDGE, kit_python=kit_python)
+
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(max_workers=4) as pool:
+        patch.setenv("PYTHONPATH", str(site))  # only the MD5 constants, for the runners
+        patch.setenv("DFT_MM_TEST_MD5", json.dumps(md5))
+        installed = pool.submit(runner, list(ROWS), work)
+        from_checkout = pool.submit(runner, ["MathVision"], tmp / "checkout_work", checkout)
+        installed, from_checkout = installed.result(), from_checkout.result()
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        ours_judged = {dataset: pool.submit(judged, dataset) for dataset in ROWS}
+        fallback = pool.submit(_fallback, kit_python, ours / f"{MODEL}_WeMath.xlsx", tmp / "fallback")
+        flags = pool.submit(_flags_and_attention, kit_python, tiny_vl_model, tmp / "flags")
+        results = {"fallback": fallback.result(), "flags": flags.result(), "checkout": from_checkout, "work": work}
+        for dataset in ROWS:
+            proxy = score_predictions(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "proxy" / dataset)
+            runner_result = installed["results"][dataset]
+            results[dataset] = {"runner": runner_result, "judged": ours_judged[dataset].result(), "proxy": proxy,
+                                "adapter_json": json.loads((work / "adapter" / f"{dataset}_score.json").read_text())}
+            print(json.dumps({"dataset": dataset, "vlmevalkit_runner": _metrics(runner_result),
+                              "ours_judged": _metrics(results[dataset]["judged"]), "ours_judge_free": _metrics(proxy)}))
+    return results
+
+
+def test_mathverse_runner_and_judged_route_agree(scored, judge):
+    runner, judged, proxy = (scored["MathVerse_MINI"][key] for key in ("runner", "judged", "proxy"))
+    # by hand: Vision Only 2 of 3, Vision Dominant 1 of 2; Overall is the mean of the versions
+    expected = {"Overall": (200 / 3 + 50) / 2, "Vision Only": 200 / 3, "Vision Dominant": 50.0}
+    assert _metrics(runner) == pytest.approx(expected, abs=1e-9)
+    assert _metrics(judged) == _metrics(runner)  # identical floats
+    assert (runner["scorer"], runner["judge"], judged["scorer"], judged["judge"]) == (
+        "vlmevalkit", JUDGE, "vlmevalkit", JUDGE)
+    assert proxy["scorer"] == "judge-free" and proxy["judge"] is None
+    kinds = {request["kind"] for request in _requests(judge[1])}
+    assert {"mathverse_extract", "mathverse_score"} <= kinds
+    assert {request["model"] for request in _requests(judge[1])} == {JUDGE}
+    # the parser on the kit's own file gives the kit's own numbers
+    score_file = Path(runner["score_file"])
+    assert parse_score_file("MathVerse", score_file) == _metrics(runner)
+    adapter_json = scored["MathVerse_MINI"]["adapter_json"]
+    assert adapter_json["scorer"] == "vlmevalkit" and adapter_json["judge"] == JUDGE
+    assert "system_prompt" in adapter_json
+
+
+def test_mathvision_runner_and_judged_route_agree(scored, judge):
+    runner, judged = scored["MathVision"]["runner"], scored["MathVision"]["judged"]
+    assert _metrics(runner) == pytest.approx({"Overall": 60.0, "area": 50.0, "counting": 200 / 3}, abs=1e-9)
+    assert _metrics(judged) == _metrics(runner)
+    assert "mathvision_extract" in {request["kind"] for request in _requests(judge[1])}
+
+
+def test_wemath_runner_and_judged_route_agree(scored, judge):
+    runner, judged = scored["WeMath"]["runner"], scored["WeMath"]["judged"]
     # p1 complete mastery, p2 rote memorisation (strict; loose: mastery), p3 inadequate generalisation;
     # the kit divides by WeMath's 525 problems whatever the file holds
     strict, loose = (525 - 0.5 - 1) / 525 * 100, (525 - 0.5) / 525 * 100
@@ -208,16 +254,14 @@ def test_wemath_runner_and_judged_route_agree(kit_python, tmp_path, judge):
     assert "choice" in {request["kind"] for request in _requests(judge[1])}
 
 
-def test_wemath_exact_matching_fallback_is_refused_or_labelled(kit_python, tmp_path):
+def test_wemath_exact_matching_fallback_is_refused_or_labelled(scored):
     """A judge that does not answer: the kit falls back to exact matching and names the file
     after the judge; we refuse that number, or label it when exact matching was asked for."""
-    predictions = _kit_dump(kit_python, WEMATH_ROWS, tmp_path / f"{MODEL}_WeMath.xlsx")
-    with pytest.raises(UserError, match="exact matching"):
-        score_with_kit(spec_for("WeMath"), predictions, tmp_path / "out", judge_url="http://127.0.0.1:9/v1",
-                       judge_model="gpt-4o-mini", kit_python=kit_python, retry=1)
-    kit_dir = tmp_path / "out" / "vlmevalkit"
-    assert (kit_dir / f"{MODEL}_WeMath_gpt4o-mini_score.csv").is_file()  # named after the judge all the same
-    assert find_score_files(kit_dir, MODEL) == {"WeMath": {EXACT_MATCHING: kit_dir / f"{MODEL}_WeMath_gpt4o-mini_score.csv"}}
+    assert "exact matching" in scored["fallback"]["error"]
+    kit_dir = scored["fallback"]["kit_dir"]
+    score_file = kit_dir / f"{MODEL}_WeMath_gpt4o-mini_score.csv"
+    assert score_file.is_file()  # named after the judge all the same
+    assert find_score_files(kit_dir, MODEL) == {"WeMath": {EXACT_MATCHING: score_file}}
     (kit_dir / MODEL).mkdir()
     for path in kit_dir.glob(f"{MODEL}_WeMath*"):
         path.rename(kit_dir / MODEL / path.name)
@@ -225,4 +269,67 @@ def test_wemath_exact_matching_fallback_is_refused_or_labelled(kit_python, tmp_p
         collect_results(kit_dir, MODEL, ["WeMath"], judge="gpt-4o-mini")
     accepted = collect_results(kit_dir, MODEL, ["WeMath"], judge=EXACT_MATCHING)["WeMath"]
     assert accepted["judge"] == EXACT_MATCHING and accepted["scorer"] == "vlmevalkit"
-    assert accepted["S1"] == 0.0  # exact matching wants a literal "Answer: X"; none of these predictions has one
+    assert accepted["S1"] == round(100 / 7, 2)  # exact matching reads only "Answer: X": 1 of the 7 step rows
+
+
+_FLAGS_AND_ATTENTION = """import importlib.util, inspect, json, sys
+spec = importlib.util.spec_from_file_location("kit_worker", sys.argv[1])
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+from vlmeval.run import parse_args
+from vlmeval.vlm import Qwen2VLChat
+import transformers
+sys.argv = ["run.py", *json.loads(sys.argv[3])]
+args = parse_args()
+worker._force_attention("sdpa")
+model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[2], attn_implementation="flash_attention_2")
+print("RESULT" + json.dumps({
+    "args": {key: getattr(args, key) for key in ("config", "mode", "work_dir", "reuse", "judge", "judge_base_url",
+                                                 "use_vllm", "api_nproc")},
+    "qwen2vlchat": sorted(inspect.signature(Qwen2VLChat.__init__).parameters),
+    "attn": model.config._attn_implementation}))
+"""
+
+
+def test_kit_takes_our_flags_config_keys_and_attention(scored):
+    """The kit's own argument parser reads the flags we pass through, Qwen2VLChat takes every
+    key of our model entry, and the attention override reaches the model the kit would load
+    (flash_attention_2 cannot load here: no flash-attn on a CPU machine)."""
+    found, work = scored["flags"], scored["flags"]["work"]
+    assert found["args"] == {"config": str(work / "c.json"), "mode": "all", "work_dir": str(work), "reuse": True,
+                             "judge": "gpt-4o-mini", "judge_base_url": "http://127.0.0.1:8000/v1", "use_vllm": True,
+                             "api_nproc": 16}
+    model_entry = found["config"]["model"][MODEL]
+    assert set(model_entry) - {"class"} <= set(found["qwen2vlchat"])
+    assert model_entry["system_prompt"] == WETHINK_SYSTEM_PROMPT and model_entry["use_custom_prompt"] is False
+    assert found["attn"] == "sdpa"
+
+
+def test_checkout_runner_gives_the_same_numbers(scored):
+    assert _metrics(scored["checkout"]["results"]["MathVision"]) == _metrics(scored["MathVision"]["runner"])
+    assert "--checkout" in scored["checkout"]["command"]
+
+
+def test_cli_parse_only_reads_the_kit_work_dir(scored, tmp_path):
+    from dft_mm.cli import main
+
+    code = main(["eval", "vlm", "vlmevalkit", "--model", MODEL, "--datasets", "MathVerse_MINI,MathVision,WeMath",
+                 "--work-dir", str(scored["work"]), "--judge", JUDGE, "--parse-only", "--out", str(tmp_path)])
+    assert code == 0
+    table = (tmp_path / "vlm_table.csv").read_text().splitlines()
+    expected = scored["WeMath"]["runner"]["score_strict"]
+    assert table[1].startswith(f"{MODEL},66.67,,50.00,58.33,60.00,") and table[1].endswith(f"{expected:.2f}")
+    record = json.loads((tmp_path / "WeMath_score.json").read_text())
+    assert (record["scorer"], record["judge"]) == ("vlmevalkit", JUDGE)
+
+
+def test_several_judges_for_one_dataset_are_refused(scored, tmp_path):
+    """Two runs with different judges leave two score files; "newest wins" would mix judges."""
+    import shutil
+
+    shutil.copytree(scored["work"] / MODEL, tmp_path / MODEL)
+    kit_file = tmp_path / MODEL / f"{MODEL}_MathVision_{JUDGE}_score.csv"
+    shutil.copy(kit_file, kit_file.with_name(f"{MODEL}_MathVision_gpt-4o-mini_score.csv"))
+    with pytest.raises(UserError, match="several judges"):
+        collect_results(tmp_path, MODEL, ["MathVision"])
+    assert collect_results(tmp_path, MODEL, ["MathVision"], judge=JUDGE)["MathVision"]["judge"] == JUDGE

@@ -88,7 +88,7 @@ def _vlmevalkit(args: argparse.Namespace) -> None:
         attn_implementation=args.attn_implementation, api_nproc=args.api_nproc,
         system_prompt=resolve_system_prompt(args.system_prompt), model_name=args.model_name,
         min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, mode=args.mode,
-        out=args.out, parse_only=args.parse_only,
+        data_root=args.data_root, out=args.out, parse_only=args.parse_only,
     )
     print(json.dumps(result["row"], indent=2))
 
@@ -135,6 +135,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     _add_kit_python(adapter)
     adapter.add_argument("--datasets", required=True, help="comma-separated VLMEvalKit dataset names")
     adapter.add_argument("--work-dir", required=True, help="VLMEvalKit --work-dir")
+    adapter.add_argument("--data-root", default=None, help="VLMEvalKit's $LMUData (folder of its <dataset>.tsv files)")
     adapter.add_argument("--vlmevalkit", default=None, metavar="CHECKOUT",
                          help="run a VLMEvalKit checkout's run.py instead of the installed kit")
     adapter.add_argument("--judge", default=None, help="VLMEvalKit --judge: the judge model name (default: the kit's, "

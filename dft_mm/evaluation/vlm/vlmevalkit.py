@@ -157,6 +157,7 @@ def run_vlmevalkit(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     mode: str = "all",
+    data_root: str | Path | None = None,
     out: str | Path | None = None,
     parse_only: bool = False,
 ) -> dict:
@@ -164,7 +165,8 @@ def run_vlmevalkit(
     ``<dataset>_score.json`` files and the paper table into ``out`` (default ``work_dir``).
 
     ``vlmevalkit``: a checkout (its ``run.py`` runs, with the checkout importable) instead of
-    the installed package. Returns ``{"config", "command", "results", "row"}``.
+    the installed package. ``data_root``: the kit's ``$LMUData`` (its benchmark TSVs; default
+    as the kit decides). Returns ``{"config", "command", "results", "row"}``.
     """
     from dft_mm.evaluation.vlm.kit import find_kit_python, kit_environment, run_kit_worker
     from dft_mm.evaluation.vlm.table import table_row, write_vlm_table
@@ -192,7 +194,8 @@ def run_vlmevalkit(
     served_judge = os.environ.get("LOCAL_LLM")  # the kit sends this model name instead of --judge when set
     if not parse_only:
         python = find_kit_python(kit_python)
-        run_kit_worker(python, command, env=kit_environment(), cwd=work,
+        data = {"LMUData": str(Path(data_root).resolve())} if data_root else {}
+        run_kit_worker(python, command, env=kit_environment(**data), cwd=work,
                        what="VLMEvalKit (MathVerse/MathVision need a working judge: --judge-base-url or OPENAI_API_KEY)")
     results = collect_results(work, name, names, judge=judge)
     destination = Path(out) if out else work
