@@ -19,7 +19,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,9 +36,31 @@ from dft_mm.evaluation.vlm.vlmevalkit import collect_results, run_vlmevalkit, vl
 JUDGE_SERVER = Path(__file__).parent / "fixtures" / "vlm" / "judge_server.py"
 MODEL = "tiny-vl"
 JUDGE = "local-judge"
-# one kit process writes every file: {path: rows}
-_DUMP = ("import json, sys, pandas as pd\nfrom vlmeval.smp import dump\n"
-         "for path, rows in json.load(open(sys.argv[1])).items():\n    dump(pd.DataFrame(rows), path)\n")
+# One kit process (each spends ~15 s importing vlmeval) writes every prediction / data file with
+# the kit's own writer (``dump``), reads our flags with the kit's own parser, and loads a model
+# through our attention override.
+_PROBE = """import importlib.util, inspect, json, sys
+import pandas as pd
+from vlmeval.smp import dump
+files, worker_path, model_path, flags, result = sys.argv[1:6]
+for path, rows in json.load(open(files)).items():
+    dump(pd.DataFrame(rows), path)
+spec = importlib.util.spec_from_file_location("kit_worker", worker_path)
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+from vlmeval.run import parse_args
+from vlmeval.vlm import Qwen2VLChat
+import transformers
+sys.argv = ["run.py", *json.loads(flags)]
+args = parse_args()
+worker._force_attention("sdpa")
+model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(model_path, attn_implementation="flash_attention_2")
+open(result, "w").write(json.dumps({
+    "args": {key: getattr(args, key) for key in ("config", "mode", "work_dir", "reuse", "judge", "judge_base_url",
+                                                 "use_vllm", "api_nproc")},
+    "qwen2vlchat": sorted(inspect.signature(Qwen2VLChat.__init__).parameters),
+    "attn": model.config._attn_implementation}))
+"""
 _SITECUSTOMIZE = """import json, os
 _md5 = json.loads(os.environ.get("DFT_MM_TEST_MD5", "{}"))
 if _md5:
@@ -74,14 +95,21 @@ def _requests(log: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-def _kit_dump(kit_python: str, files: dict[Path, list[dict]]) -> None:
-    """Write each ``{path: rows}`` with VLMEvalKit's own ``dump`` (its .xlsx / .tsv writer)."""
+def _prepare(kit_python: str, files: dict[Path, list[dict]], model: Path, work: Path) -> dict:
+    """Write ``{path: rows}`` with the kit's ``dump``; return the kit's view of our flags,
+    config keys and attention override."""
+    work.mkdir(parents=True)
+    source = work / "files.json"
+    source.write_text(json.dumps({str(path): rows for path, rows in files.items()}))
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json") as source:
-        json.dump({str(path): rows for path, rows in files.items()}, source)
-        source.flush()
-        subprocess.run([kit_python, "-c", _DUMP, source.name], check=True, timeout=300)
+    flags = vlmevalkit_arguments(work / "c.json", MODEL, list(ROWS), work, judge="gpt-4o-mini",
+                                 judge_base_url="http://127.0.0.1:8000/v1", use_vllm=True, api_nproc=16)
+    result = work / "probe.json"
+    proc = subprocess.run([kit_python, "-c", _PROBE, str(source), str(WORKER), str(model), json.dumps(flags),
+                           str(result)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return {"config": vlmevalkit_config(str(model), MODEL, list(ROWS)), "work": work, **json.loads(result.read_text())}
 
 
 def _metrics(result: dict) -> dict:
@@ -140,16 +168,6 @@ WEMATH_ROWS = [
 ROWS = {"MathVerse_MINI": MATHVERSE_ROWS, "MathVision": MATHVISION_ROWS, "WeMath": WEMATH_ROWS}
 
 
-def _flags_and_attention(kit_python: str, model: Path, work: Path) -> dict:
-    config = vlmevalkit_config(str(model), MODEL, list(ROWS))
-    flags = vlmevalkit_arguments(work / "c.json", MODEL, list(ROWS), work, judge="gpt-4o-mini",
-                                 judge_base_url="http://127.0.0.1:8000/v1", use_vllm=True, api_nproc=16)
-    proc = subprocess.run([kit_python, "-c", _FLAGS_AND_ATTENTION, str(WORKER), str(model), json.dumps(flags)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return {"config": config, "work": work, **json.loads(proc.stdout.split("RESULT", 1)[1])}
-
-
 def _fallback(kit_python: str, predictions: Path, out: Path) -> dict:
     """Our judged route with a judge that does not answer (nothing listens on port 9)."""
     try:
@@ -162,8 +180,7 @@ def _fallback(kit_python: str, predictions: Path, out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
-    """All the kit work of this module, concurrently where it can be (each kit process spends
-    ~15 s importing vlmeval): every dataset's prediction file scored by the kit's runner (the
+    """All the kit work of this module, concurrently where it can be: every dataset's prediction file scored by the kit's runner (the
     installed package; a checkout's run.py for MathVision), by our judged route and by the
     proxy; the exact-matching fallback; the kit's view of our flags and attention override."""
     url, _ = judge
@@ -175,7 +192,7 @@ def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
         files[work / MODEL / f"{MODEL}_{dataset}.xlsx"] = rows
         files[tmp / "checkout_work" / MODEL / f"{MODEL}_{dataset}.xlsx"] = rows
         files[ours / f"{MODEL}_{dataset}.xlsx"] = rows
-    _kit_dump(kit_python, files)
+    flags = _prepare(kit_python, files, tiny_vl_model, tmp / "flags")
     checkout = tmp / "VLMEvalKit"  # a checkout's layout: run.py at the top (the package's own run.py)
     checkout.mkdir()
     kit_run_py = subprocess.run([kit_python, "-c", "import importlib.util; print(importlib.util.find_spec('vlmeval.run').origin)"],
@@ -200,11 +217,10 @@ def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
         installed = pool.submit(runner, list(ROWS), work)
         from_checkout = pool.submit(runner, ["MathVision"], tmp / "checkout_work", checkout)
         installed, from_checkout = installed.result(), from_checkout.result()
-    with ThreadPoolExecutor(max_workers=5) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         ours_judged = {dataset: pool.submit(judged, dataset) for dataset in ROWS}
         fallback = pool.submit(_fallback, kit_python, ours / f"{MODEL}_WeMath.xlsx", tmp / "fallback")
-        flags = pool.submit(_flags_and_attention, kit_python, tiny_vl_model, tmp / "flags")
-        results = {"fallback": fallback.result(), "flags": flags.result(), "checkout": from_checkout, "work": work}
+        results = {"fallback": fallback.result(), "flags": flags, "checkout": from_checkout, "work": work}
         for dataset in ROWS:
             proxy = score_predictions(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "proxy" / dataset)
             runner_result = installed["results"][dataset]
@@ -270,25 +286,6 @@ def test_wemath_exact_matching_fallback_is_refused_or_labelled(scored):
     accepted = collect_results(kit_dir, MODEL, ["WeMath"], judge=EXACT_MATCHING)["WeMath"]
     assert accepted["judge"] == EXACT_MATCHING and accepted["scorer"] == "vlmevalkit"
     assert accepted["S1"] == round(100 / 7, 2)  # exact matching reads only "Answer: X": 1 of the 7 step rows
-
-
-_FLAGS_AND_ATTENTION = """import importlib.util, inspect, json, sys
-spec = importlib.util.spec_from_file_location("kit_worker", sys.argv[1])
-worker = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(worker)
-from vlmeval.run import parse_args
-from vlmeval.vlm import Qwen2VLChat
-import transformers
-sys.argv = ["run.py", *json.loads(sys.argv[3])]
-args = parse_args()
-worker._force_attention("sdpa")
-model = transformers.Qwen2_5_VLForConditionalGeneration.from_pretrained(sys.argv[2], attn_implementation="flash_attention_2")
-print("RESULT" + json.dumps({
-    "args": {key: getattr(args, key) for key in ("config", "mode", "work_dir", "reuse", "judge", "judge_base_url",
-                                                 "use_vllm", "api_nproc")},
-    "qwen2vlchat": sorted(inspect.signature(Qwen2VLChat.__init__).parameters),
-    "attn": model.config._attn_implementation}))
-"""
 
 
 def test_kit_takes_our_flags_config_keys_and_attention(scored):

@@ -90,7 +90,7 @@ def _vlmevalkit(args: argparse.Namespace) -> None:
         min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, mode=args.mode,
         data_root=args.data_root, out=args.out, parse_only=args.parse_only,
     )
-    print(json.dumps(result["row"], indent=2))
+    print(json.dumps(result["row"] if result["row"] is not None else {"predictions": args.work_dir}, indent=2))
 
 
 def _run(args: argparse.Namespace) -> None:

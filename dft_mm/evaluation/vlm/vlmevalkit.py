@@ -166,7 +166,8 @@ def run_vlmevalkit(
 
     ``vlmevalkit``: a checkout (its ``run.py`` runs, with the checkout importable) instead of
     the installed package. ``data_root``: the kit's ``$LMUData`` (its benchmark TSVs; default
-    as the kit decides). Returns ``{"config", "command", "results", "row"}``.
+    as the kit decides). Returns ``{"config", "command", "results", "row"}`` (``mode="infer"``:
+    no results, no table).
     """
     from dft_mm.evaluation.vlm.kit import find_kit_python, kit_environment, run_kit_worker
     from dft_mm.evaluation.vlm.table import table_row, write_vlm_table
@@ -197,6 +198,8 @@ def run_vlmevalkit(
         data = {"LMUData": str(Path(data_root).resolve())} if data_root else {}
         run_kit_worker(python, command, env=kit_environment(**data), cwd=work,
                        what="VLMEvalKit (MathVerse/MathVision need a working judge: --judge-base-url or OPENAI_API_KEY)")
+    if mode == "infer":  # predictions only: nothing scored yet
+        return {"config": str(config_path), "command": command, "results": {}, "row": None}
     results = collect_results(work, name, names, judge=judge)
     destination = Path(out) if out else work
     for dataset, result in results.items():
