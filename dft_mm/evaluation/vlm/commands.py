@@ -114,7 +114,7 @@ def _install_kit(args: argparse.Namespace) -> None:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``generate``, ``score``, ``vlmevalkit`` and ``run`` under ``dft-mm eval vlm``."""
+    """Add ``generate``, ``score``, ``vlmevalkit``, ``install-kit`` and ``run`` under ``dft-mm eval vlm``."""
     verbs = parser.add_subparsers(dest="vlm_verb", required=True, metavar="VERB")
 
     generate = verbs.add_parser("generate", help="greedy predictions in VLMEvalKit's format (resumable)")
