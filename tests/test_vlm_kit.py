@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 
 from dft_mm.errors import UserError
 from dft_mm.evaluation.vlm.kit import WORKER, find_kit_python
@@ -168,6 +169,16 @@ WEMATH_ROWS = [
 ROWS = {"MathVerse_MINI": MATHVERSE_ROWS, "MathVision": MATHVISION_ROWS, "WeMath": WEMATH_ROWS}
 
 
+def _patch_md5(patch: pytest.MonkeyPatch, tmp: Path, tsvs: dict[str, Path]) -> None:
+    """Make the kit's processes accept ``tsvs`` as its benchmark files (see the module docstring)."""
+    site = tmp / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    patch.setenv("PYTHONPATH", str(site))
+    patch.setenv("DFT_MM_TEST_MD5", json.dumps({name: hashlib.md5(path.read_bytes()).hexdigest()
+                                                for name, path in tsvs.items()}))
+
+
 def _fallback(kit_python: str, predictions: Path, out: Path) -> dict:
     """Our judged route with a judge that does not answer (nothing listens on port 9)."""
     try:
@@ -198,10 +209,6 @@ def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
     kit_run_py = subprocess.run([kit_python, "-c", "import importlib.util; print(importlib.util.find_spec('vlmeval.run').origin)"],
                                 capture_output=True, text=True, check=True).stdout.strip()
     (checkout / "run.py").write_text(Path(kit_run_py).read_text())
-    site = tmp / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-    md5 = {dataset: hashlib.md5((data / f"{dataset}.tsv").read_bytes()).hexdigest() for dataset in ROWS}
 
     def runner(datasets, folder, vlmevalkit=None):
         return run_vlmevalkit(MODEL, datasets, folder, kit_python=kit_python, judge=JUDGE, judge_base_url=url,
@@ -212,8 +219,7 @@ def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
                                  judge_model=JUDGE, kit_python=kit_python)
 
     with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(max_workers=4) as pool:
-        patch.setenv("PYTHONPATH", str(site))  # only the MD5 constants, for the runners
-        patch.setenv("DFT_MM_TEST_MD5", json.dumps(md5))
+        _patch_md5(patch, tmp, {dataset: data / f"{dataset}.tsv" for dataset in ROWS})  # for the runners only
         installed = pool.submit(runner, list(ROWS), work)
         from_checkout = pool.submit(runner, ["MathVision"], tmp / "checkout_work", checkout)
         installed, from_checkout = installed.result(), from_checkout.result()
@@ -330,3 +336,28 @@ def test_several_judges_for_one_dataset_are_refused(scored, tmp_path):
     with pytest.raises(UserError, match="several judges"):
         collect_results(tmp_path, MODEL, ["MathVision"])
     assert collect_results(tmp_path, MODEL, ["MathVision"], judge=JUDGE)["MathVision"]["judge"] == JUDGE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_kit_generates_with_the_tiny_model_on_a_gpu(kit_python, tiny_vl_model, tmp_path):
+    """The kit's Qwen2VLChat (it asserts a GPU) generates through our config, system prompt and
+    attention override; the predictions land where --mode eval reads them."""
+    from PIL import Image
+
+    from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
+
+    tsv = write_dataset_tsv(tmp_path / "LMUData" / "MathVision.tsv", [
+        {"index": 1, "image": Image.new("RGB", (56, 56), "red"), "question": "What colour?", "answer": "red",
+         "choices": "[]", "category": "colour"},
+        {"index": 2, "image": "1", "question": "How many squares?", "answer": "1", "choices": "[]", "category": "count"},
+    ])
+    with pytest.MonkeyPatch.context() as patch:
+        _patch_md5(patch, tmp_path, {"MathVision": tsv})
+        run_vlmevalkit(str(tiny_vl_model), "MathVision", tmp_path / "work", kit_python=kit_python, mode="infer",
+                       attn_implementation="sdpa", data_root=tsv.parent, model_name=MODEL, max_new_tokens=8,
+                       min_pixels=28 * 28, max_pixels=56 * 56)
+    predictions = subprocess.run([kit_python, "-c", "import sys, pandas as pd; print(len(pd.read_excel(sys.argv[1])))",
+                                  str(tmp_path / "work" / MODEL / f"{MODEL}_MathVision.xlsx")],
+                                 capture_output=True, text=True, check=True)
+    assert predictions.stdout.strip().endswith("2")
