@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything `make demo` and `make test` need, idempotently:
 #   1. apt toolchains + bubblewrap (scripts/install-toolchains.sh),
-#   2. .venv with this project installed editable (with its dev extra).
+#   2. .venv with this project installed editable (with its dev extra),
+#   3. VLMEvalKit's own environment .venv/vlmeval-kit (the [vlmeval] extra; dft-mm eval vlm install-kit).
 # A stamp keyed on the install inputs makes a second run a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,7 @@ bash scripts/install-toolchains.sh
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev]'
+# VLMEvalKit in its own environment (.venv/vlmeval-kit): its pins differ from LlamaBoard's
+.venv/bin/python -m dft_mm eval vlm install-kit --quiet
 echo "$key" > "$stamp"
 echo "setup: .venv ready"

@@ -13,7 +13,9 @@ from PIL import Image, ImageDraw
 
 from dft_mm.cli import main
 from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
-from dft_mm.evaluation.vlm.generate import generate_predictions
+from dft_mm.errors import UserError
+from dft_mm.evaluation.vlm.generate import build_messages, generate_predictions
+from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT, resolve_system_prompt
 from dft_mm.evaluation.vlm.score import score_predictions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vlm"
@@ -58,8 +60,15 @@ def test_generate_resume_and_score_custom_tsv(tiny_vl_model, tmp_path):
     unbatched = pd.read_csv(single, sep="\t", dtype=str, keep_default_na=False)
     assert dict(zip(unbatched["index"], unbatched["prediction"])) == first
 
+    # the system prompt is recorded beside the predictions, copied into the scores, and fixed per file
+    record = json.loads(path.with_name(f"{path.stem}.generation.json").read_text())
+    assert record["system_prompt"] == WETHINK_SYSTEM_PROMPT and record["max_new_tokens"] == SMALL["max_new_tokens"]
+    with pytest.raises(UserError, match="system_prompt differ"):
+        generate_predictions(str(tiny_vl_model), str(tsv), tmp_path / "out", backend="hf", system_prompt=None, **SMALL)
+
     result = score_predictions(str(tsv), path, tmp_path / "out")
     assert set(result) >= {"Overall", "counting", "colour"}
+    assert (result["scorer"], result["judge"], result["system_prompt"]) == ("judge-free", None, WETHINK_SYSTEM_PROMPT)
     assert result["details"]["scored"] == 4
     scored = pd.read_csv(tmp_path / "out" / "held_out_scored.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert {"extracted", "extract_method", "hit"} <= set(scored.columns)
@@ -79,8 +88,10 @@ def test_run_command_writes_dataset_folders_and_table(tiny_vl_model, tmp_path, m
     wemath = json.loads((out / "WeMath" / "WeMath_score.json").read_text())
     assert wemath["details"]["counts"]["incomplete_problems"] == 1  # the multi-step row was cut by --limit
     assert (out / "held_out" / "held_out_score.json").is_file()
-    table = (out / "vlm_table.csv").read_text().splitlines()
+    assert not (out / "vlm_table.csv").exists()  # judge-free numbers never fill the paper's table
+    table = (out / "vlm_proxy_table.csv").read_text().splitlines()
     assert table[0].startswith("model,MathVerse Vision Only") and table[1].startswith("tiny,")
+    assert "not the paper's metric" in (out / "vlm_proxy_table.md").read_text()
     assert table[1].endswith(",")  # WeMath: no complete problem, nothing measured
     assert wemath["score_strict"] is None
 
@@ -106,3 +117,18 @@ def test_missing_model_folder_is_a_user_error(tmp_path, capsys):
     code = main(["eval", "vlm", "generate", "--model", str(tmp_path / "no_model"), "--dataset", str(tsv),
                  "--out", str(tmp_path)])
     assert code == 2 and "no such checkpoint folder" in capsys.readouterr().err
+
+
+def test_system_prompt_reaches_the_chat_template(tiny_vl_model):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_vl_model)
+    image = Image.new("RGB", (28, 28), "white")
+    assert resolve_system_prompt("wethink") == WETHINK_SYSTEM_PROMPT and resolve_system_prompt("none") is None
+    assert resolve_system_prompt("Be brief.") == "Be brief."
+    with_prompt = processor.apply_chat_template(build_messages([image], "How many?", 784, 784, WETHINK_SYSTEM_PROMPT),
+                                                tokenize=False, add_generation_prompt=True)
+    without = processor.apply_chat_template(build_messages([image], "How many?", 784, 784, None), tokenize=False,
+                                            add_generation_prompt=True)
+    assert f"<|im_start|>system\n{WETHINK_SYSTEM_PROMPT}<|im_end|>" in with_prompt
+    assert WETHINK_SYSTEM_PROMPT not in without

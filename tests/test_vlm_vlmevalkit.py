@@ -1,29 +1,19 @@
-"""VLMEvalKit adapter: the --config JSON, parsing VLMEvalKit's score CSVs (fixtures written
-in its exact formats), and the paper table."""
+"""VLMEvalKit adapter pieces that need no kit process: the --config JSON, the kit's interpreter
+and environment, and the paper / proxy tables. (The kit itself runs in tests/test_vlm_kit.py.)"""
 
 from __future__ import annotations
 
 import csv
-import json
-import shutil
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
-from dft_mm.cli import main
 from dft_mm.errors import UserError
+from dft_mm.evaluation.vlm.kit import KIT_PYTHON_ENV, find_kit_python, kit_requirements
+from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
 from dft_mm.evaluation.vlm.table import TABLE_COLUMNS, table_row, write_vlm_table
-from dft_mm.evaluation.vlm.vlmevalkit import (
-    parse_mathverse_score,
-    parse_vlmevalkit_results,
-    parse_wemath_score,
-    run_vlmevalkit,
-    vlmevalkit_config,
-)
-
-FIXTURES = Path(__file__).parent / "fixtures" / "vlm" / "vlmevalkit"
-MODEL = "Qwen2.5-VL-3B-Instruct"
-RUN = FIXTURES / "work" / MODEL / "T20250301_G1a2b3c4"
+from dft_mm.evaluation.vlm.vlmevalkit import run_vlmevalkit, vlmevalkit_arguments, vlmevalkit_config
 
 
 def test_config_matches_vlmevalkit_schema():
@@ -31,97 +21,86 @@ def test_config_matches_vlmevalkit_schema():
     assert config["model"] == {"dft": {
         "class": "Qwen2VLChat", "model_path": "/ckpt/qwen2_5_vl_dft", "min_pixels": 1280 * 28 * 28,
         "max_pixels": 16384 * 28 * 28, "max_new_tokens": 2048, "use_custom_prompt": False,
+        "system_prompt": WETHINK_SYSTEM_PROMPT,
     }}
     assert config["data"] == {
         "MathVerse_MINI_Vision_Only": {"class": "MathVerse", "dataset": "MathVerse_MINI_Vision_Only"},
         "MathVision": {"class": "MathVision", "dataset": "MathVision"},
         "WeMath": {"class": "WeMath", "dataset": "WeMath"},
     }
+    assert "system_prompt" not in vlmevalkit_config("/c", "m", ["WeMath"], system_prompt=None)["model"]["m"]
     with pytest.raises(UserError, match="unknown: held_out.tsv"):
         vlmevalkit_config("/ckpt", "dft", ["held_out.tsv"])
 
 
-def test_parse_each_score_format():
-    mathverse = parse_mathverse_score(RUN / f"{MODEL}_MathVerse_MINI_gpt-4o-mini_score.csv")
-    assert mathverse == pytest.approx({"Overall": 32.36, "Vision Intensive": 32.99, "Vision Dominant": 31.73})
-    wemath = parse_wemath_score(RUN / f"{MODEL}_WeMath_score.csv")
-    assert wemath["score_strict"] == 23.71 and wemath["RM_strict"] == 55.17 and wemath["S3"] == 27.27
-    assert set(wemath) == {"score_strict", "score_loose", "IK", "IG", "CM_strict", "CM_loose", "RM_strict",
-                           "RM_loose", "S1", "S2", "S3"}
+def test_eval_mode_names_model_and_data_instead_of_the_config():
+    """The kit builds a config's model (on a GPU) even to evaluate; eval mode must not."""
+    flags = vlmevalkit_arguments("c.json", "dft", ["WeMath"], "work", mode="eval", judge="exact_matching")
+    assert flags[:6] == ["--model", "dft", "--data", "WeMath", "--mode", "eval"] and "--config" not in flags
+    with pytest.raises(UserError, match="--mode 'train'"):
+        vlmevalkit_arguments("c.json", "dft", ["WeMath"], "work", mode="train")
 
 
-def test_results_of_a_work_dir_and_table():
-    results = parse_vlmevalkit_results(FIXTURES / "work" / MODEL, MODEL)
-    assert sorted(results) == ["MathVerse_MINI", "MathVerse_MINI_Vision_Only", "MathVision", "WeMath"]
-    assert results["MathVision"]["Overall"] == pytest.approx(21.25)
-    row = table_row(MODEL, results)
-    assert row == pytest.approx({
-        "model": MODEL, "MathVerse Vision Only": 25.0, "MathVerse Vision Intensive": 32.99,
-        "MathVerse Vision Dominant": 31.73, "MathVerse Overall": 32.36, "MathVision": 21.25, "WeMath": 23.71,
-    })
+def test_kit_requirements_are_the_pinned_extra_plus_our_torch_pins():
+    requirements = kit_requirements()
+    assert "ms-vlmeval==0.0.20" in requirements and "google-genai==2.8.0" in requirements
+    assert {"torch==2.14.1", "torchvision==0.29.1", "transformers==5.5.4"} <= set(requirements)
 
 
-def test_table_files_have_the_shared_columns(tmp_path):
-    csv_path, md_path = write_vlm_table(tmp_path, [table_row("base", {"WeMath": {"score_strict": 4.1}})])
-    with open(csv_path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    assert tuple(rows[0]) == TABLE_COLUMNS
-    assert rows[1] == ["base", "", "", "", "", "", "4.10"]
-    assert md_path.read_text().splitlines()[2] == "| base |  |  |  |  |  | 4.10 |"
+def test_dev_environment_keeps_llamaboard_pins_and_pip_check_clean():
+    """The kit lives in its own environment: this one keeps gradio's pydantic pin and a clean pip check."""
+    from importlib.metadata import version
+    from importlib.util import find_spec
+
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert find_spec("vlmeval") is None  # importing it would switch off SSL checks in this process
+    assert version("gradio") == "5.50.0" and tuple(map(int, version("pydantic").split(".")[:2])) <= (2, 12)
 
 
-def test_cli_parse_only_writes_config_and_table(tmp_path):
-    work = tmp_path / "work"
-    shutil.copytree(FIXTURES / "work", work)
-    model = tmp_path / "dft_checkpoint"
-    model.mkdir()
-    code = main(["eval", "vlm", "vlmevalkit", "--model", str(model), "--model-name", MODEL, "--datasets",
-                 "MathVerse_MINI,MathVision,WeMath", "--vlmevalkit", str(tmp_path / "absent"), "--work-dir",
-                 str(work), "--parse-only"])
-    assert code == 0
-    config = json.loads((work / "dft_mm_vlmevalkit_config.json").read_text())
-    # the checkpoint path gains a Qwen2.5 marker so Qwen2VLChat loads the 2.5 architecture
-    model_path = Path(config["model"][MODEL]["model_path"])
-    assert model_path.name == "dft_checkpoint-qwen2_5-vl" and model_path.resolve() == model.resolve()
-    table = (work / "vlm_table.csv").read_text().splitlines()
-    assert table[1] == f"{MODEL} (VLMEvalKit),25.00,32.99,31.73,32.36,21.25,23.71"
+def test_kit_python_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv(KIT_PYTHON_ENV, str(tmp_path / "missing" / "python"))
+    with pytest.raises(UserError, match="does not exist"):
+        find_kit_python()
+    monkeypatch.setenv(KIT_PYTHON_ENV, sys.executable)
+    assert find_kit_python() == sys.executable
+    assert find_kit_python(str(sys.executable)) == sys.executable
 
 
 def test_missing_checkout_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="run.py not found"):
-        run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "WeMath", tmp_path / "nowhere", tmp_path / "work")
+        run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "WeMath", tmp_path / "work", vlmevalkit=tmp_path / "nowhere")
 
 
-STAND_IN_RUN_PY = '''
-"""Stands in for VLMEvalKit's run.py: same flags; 'evaluates' by copying recorded score files."""
-import argparse, json, pathlib, shutil, sys
-parser = argparse.ArgumentParser()
-parser.add_argument("--config"); parser.add_argument("--work-dir"); parser.add_argument("--judge")
-parser.add_argument("--reuse", action="store_true")
-args = parser.parse_args()
-config = json.loads(pathlib.Path(args.config).read_text())
-(name, model), = config["model"].items()
-assert model["class"] == "Qwen2VLChat" and args.reuse, config
-pathlib.Path("called.json").write_text(json.dumps({"judge": args.judge, "data": sorted(config["data"])}))
-shutil.copytree(sys.argv[0].replace("run.py", "recorded"), pathlib.Path(args.work_dir) / name / "T20250302_Gdeadbeef")
-'''
+def _result(scorer, **metrics):
+    return {**metrics, "scorer": scorer, "judge": "j" if scorer == "vlmevalkit" else None}
 
 
-def test_runs_the_checkout_and_reads_its_results(tmp_path):
-    checkout = tmp_path / "VLMEvalKit"
-    shutil.copytree(RUN, checkout / "recorded")
-    (checkout / "run.py").write_text(STAND_IN_RUN_PY)
-    result = run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "MathVision,WeMath", checkout, tmp_path / "work",
-                            judge="gpt-4o-mini", model_name=MODEL, out=tmp_path / "table")
-    called = json.loads((checkout / "called.json").read_text())  # run.py ran inside the checkout
-    assert called == {"judge": "gpt-4o-mini", "data": ["MathVision", "WeMath"]}
-    assert result["row"]["MathVision"] == pytest.approx(21.25) and result["row"]["WeMath"] == 23.71
-    assert (tmp_path / "table" / "vlm_table.md").is_file()
+def test_paper_and_proxy_tables_are_separate_files(tmp_path):
+    judged = table_row("base", {"WeMath": _result("vlmevalkit", score_strict=4.1)})
+    csv_path, md_path = write_vlm_table(tmp_path, [judged])
+    assert csv_path.name == "vlm_table.csv"
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert tuple(rows[0]) == TABLE_COLUMNS and rows[1] == ["base", "", "", "", "", "", "4.10"]
+    assert md_path.read_text().splitlines()[-1] == "| base |  |  |  |  |  | 4.10 |"
+    proxy = table_row("base", {"WeMath": _result("judge-free", score_strict=9.0)})
+    assert write_vlm_table(tmp_path, [proxy])[0].name == "vlm_proxy_table.csv"
+    assert "not the paper's metric" in (tmp_path / "vlm_proxy_table.md").read_text()
+    with pytest.raises(UserError, match="one scorer"):
+        write_vlm_table(tmp_path, [judged, proxy])
+    with pytest.raises(UserError, match="cannot make one table row"):
+        table_row("base", {"WeMath": _result("vlmevalkit", score_strict=1.0), "MathVision": _result("judge-free")})
+    with pytest.raises(UserError, match="cannot make one table row"):
+        table_row("old", {"WeMath": {"score_strict": 1.0}})  # no scorer recorded
 
 
-def test_failed_run_is_a_user_error(tmp_path):
-    checkout = tmp_path / "VLMEvalKit"
-    checkout.mkdir()
-    (checkout / "run.py").write_text("import sys\nsys.exit(1)\n")
-    with pytest.raises(UserError, match="VLMEvalKit failed"):
-        run_vlmevalkit("Qwen/Qwen2.5-VL-3B-Instruct", "WeMath", checkout, tmp_path / "work")
+def test_mathvision_column_is_the_full_set_unless_the_mini_is_asked_for():
+    results = {"MathVision_MINI": _result("vlmevalkit", Overall=30.0),
+               "MathVerse_MINI_Vision_Only_cot": _result("vlmevalkit", Overall=12.0)}
+    row = table_row("dft", results)
+    assert row["MathVision"] is None and row["MathVerse Vision Only"] is None  # no silent MINI / _cot stand-ins
+    mini = table_row("dft", results, mathvision="MathVision_MINI")
+    assert mini["MathVision"] == 30.0 and mini["model"] == "dft [MathVision_MINI]"
+    full = table_row("dft", {**results, "MathVision": _result("vlmevalkit", Overall=21.25)})
+    assert full["MathVision"] == 21.25 and full["model"] == "dft"

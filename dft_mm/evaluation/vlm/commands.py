@@ -1,10 +1,12 @@
-"""``dft-mm eval vlm generate|score|vlmevalkit|run`` (MathVerse, MathVision, WeMath, custom TSVs).
+"""``dft-mm eval vlm generate|score|vlmevalkit|run|install-kit`` (MathVerse, MathVision, WeMath,
+custom TSVs).
 
 Each verb maps to one Python function with the same arguments:
 :func:`~dft_mm.evaluation.vlm.generate.generate_predictions`,
 :func:`~dft_mm.evaluation.vlm.score.score_predictions`,
 :func:`~dft_mm.evaluation.vlm.vlmevalkit.run_vlmevalkit`,
-:func:`~dft_mm.evaluation.vlm.pipeline.run_vlm_eval`. Heavy imports happen in the handlers.
+:func:`~dft_mm.evaluation.vlm.pipeline.run_vlm_eval`,
+:func:`~dft_mm.evaluation.vlm.kit.install_kit`. Heavy imports happen in the handlers.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 
-# Both modules import nothing heavy at module level.
+# These modules import nothing heavy at module level.
 from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from dft_mm.evaluation.vlm.pipeline import DEFAULT_DATASETS
+from dft_mm.evaluation.vlm.prompts import resolve_system_prompt
 
 _DATASET_HELP = ("VLMEvalKit dataset name (MathVerse_MINI[_Vision_Only|_Vision_Intensive|_Vision_Dominant], "
                  "MathVision[_MINI], WeMath) or a path to a TSV in VLMEvalKit format")
@@ -26,6 +29,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS, help="image pixel lower bound")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="image pixel upper bound")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
+    parser.add_argument("--system-prompt", default="wethink", metavar="wethink|none|TEXT",
+                        help="system turn: 'wethink' (default: the WeThink converter's prompt, as the paper's models "
+                             "were trained), 'none' (the chat template's default) or the text itself; recorded")
+
+
+def _add_kit_python(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kit-python", default=None, metavar="PATH",
+                        help="interpreter with VLMEvalKit (default: $DFT_MM_VLMEVAL_PYTHON, this one if it has "
+                             "vlmeval, else the environment of `dft-mm eval vlm install-kit`)")
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +52,12 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge", default=None, metavar="URL",
-                        help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) asked when rules find no answer")
-    parser.add_argument("--judge-model", default="judge", help="model name sent to the judge endpoint")
-    parser.add_argument("--judge-workers", type=int, default=8, help="judge requests in flight at once")
+                        help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1; key: $OPENAI_API_KEY): score "
+                             "with VLMEvalKit's own procedure and this judge (the paper's metric). Without it: the "
+                             "judge-free proxy")
+    parser.add_argument("--judge-model", default=None, help="model name the judge endpoint serves (with --judge)")
+    parser.add_argument("--judge-workers", type=int, default=8, help="judge requests in flight at once (the kit's nproc)")
+    _add_kit_python(parser)
 
 
 def _generate(args: argparse.Namespace) -> None:
@@ -51,7 +66,7 @@ def _generate(args: argparse.Namespace) -> None:
     path = generate_predictions(
         args.model, args.dataset, args.out, data_root=args.data_root, backend=args.backend, batch_size=args.batch_size,
         min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens,
-        model_name=args.model_name, limit=args.limit,
+        model_name=args.model_name, limit=args.limit, system_prompt=resolve_system_prompt(args.system_prompt),
     )
     print(json.dumps({"predictions": str(path)}))
 
@@ -60,7 +75,7 @@ def _score(args: argparse.Namespace) -> None:
     from dft_mm.evaluation.vlm.score import score_predictions
 
     result = score_predictions(args.dataset, args.predictions, args.out, judge=args.judge, judge_model=args.judge_model,
-                               judge_workers=args.judge_workers)
+                               judge_workers=args.judge_workers, kit_python=args.kit_python)
     print(json.dumps({key: value for key, value in result.items() if key != "details"}, indent=2))
 
 
@@ -68,11 +83,14 @@ def _vlmevalkit(args: argparse.Namespace) -> None:
     from dft_mm.evaluation.vlm.vlmevalkit import run_vlmevalkit
 
     result = run_vlmevalkit(
-        args.model, args.datasets, args.vlmevalkit, args.work_dir, judge=args.judge, model_name=args.model_name,
-        min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, out=args.out,
-        parse_only=args.parse_only,
+        args.model, args.datasets, args.work_dir, vlmevalkit=args.vlmevalkit, kit_python=args.kit_python,
+        judge=args.judge, judge_base_url=args.judge_base_url, use_vllm=args.use_vllm,
+        attn_implementation=args.attn_implementation, api_nproc=args.api_nproc,
+        system_prompt=resolve_system_prompt(args.system_prompt), model_name=args.model_name,
+        min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, mode=args.mode,
+        data_root=args.data_root, out=args.out, parse_only=args.parse_only,
     )
-    print(json.dumps(result["row"], indent=2))
+    print(json.dumps(result["row"] if result["row"] is not None else {"predictions": args.work_dir}, indent=2))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -82,13 +100,21 @@ def _run(args: argparse.Namespace) -> None:
         args.model, args.datasets, args.out, data_root=args.data_root, backend=args.backend,
         batch_size=args.batch_size, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens, model_name=args.model_name, limit=args.limit, judge=args.judge,
-        judge_model=args.judge_model, judge_workers=args.judge_workers,
+        judge_model=args.judge_model, judge_workers=args.judge_workers, kit_python=args.kit_python,
+        system_prompt=resolve_system_prompt(args.system_prompt),
     )
     print(json.dumps(result["row"], indent=2))
 
 
+def _install_kit(args: argparse.Namespace) -> None:
+    from dft_mm.evaluation.vlm.kit import install_kit
+
+    python = install_kit(args.env, args.package, quiet=args.quiet)
+    print(json.dumps({"kit_python": str(python)}))
+
+
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``generate``, ``score``, ``vlmevalkit`` and ``run`` under ``dft-mm eval vlm``."""
+    """Add ``generate``, ``score``, ``vlmevalkit``, ``install-kit`` and ``run`` under ``dft-mm eval vlm``."""
     verbs = parser.add_subparsers(dest="vlm_verb", required=True, metavar="VERB")
 
     generate = verbs.add_parser("generate", help="greedy predictions in VLMEvalKit's format (resumable)")
@@ -97,24 +123,46 @@ def register(parser: argparse.ArgumentParser) -> None:
     generate.add_argument("--out", required=True, help="folder for <model>_<dataset>.tsv")
     generate.set_defaults(handler=_generate)
 
-    score = verbs.add_parser("score", help="judge-free (or --judge) scoring of a prediction file")
+    score = verbs.add_parser("score", help="score a prediction file: VLMEvalKit's procedure with --judge, else the proxy")
     score.add_argument("--dataset", required=True, help=_DATASET_HELP + " (sets the metric semantics)")
     score.add_argument("--predictions", required=True, help="our .tsv or VLMEvalKit's <model>_<dataset>.xlsx/.tsv")
     score.add_argument("--out", required=True, help="folder for <dataset>_score.json/.csv and <dataset>_scored.tsv")
     _add_judge_options(score)
     score.set_defaults(handler=_score)
 
-    adapter = verbs.add_parser("vlmevalkit", help="run a VLMEvalKit checkout and import its scores")
+    adapter = verbs.add_parser("vlmevalkit", help="run VLMEvalKit itself (generation + its judged scoring), import its scores")
     _add_model_options(adapter)
+    _add_kit_python(adapter)
     adapter.add_argument("--datasets", required=True, help="comma-separated VLMEvalKit dataset names")
-    adapter.add_argument("--vlmevalkit", required=True, help="path of the VLMEvalKit checkout (holds run.py)")
     adapter.add_argument("--work-dir", required=True, help="VLMEvalKit --work-dir")
-    adapter.add_argument("--judge", default=None, help="VLMEvalKit --judge (e.g. gpt-4o-mini; see docs for LOCAL_LLM)")
-    adapter.add_argument("--out", default=None, help="folder for vlm_table.csv/.md (default: --work-dir)")
+    adapter.add_argument("--data-root", default=None, help="VLMEvalKit's $LMUData (folder of its <dataset>.tsv files)")
+    adapter.add_argument("--vlmevalkit", default=None, metavar="CHECKOUT",
+                         help="run a VLMEvalKit checkout's run.py instead of the installed kit")
+    adapter.add_argument("--judge", default=None, help="VLMEvalKit --judge: the judge model name (default: the kit's, "
+                         "gpt-4o-mini; exact_matching is WeMath's judge-free mode)")
+    adapter.add_argument("--judge-base-url", default=None, metavar="URL",
+                         help="VLMEvalKit --judge-base-url, an OpenAI-compatible server (e.g. http://127.0.0.1:8000/v1); "
+                              "the key is $OPENAI_API_KEY")
+    adapter.add_argument("--use-vllm", action="store_true", help="VLMEvalKit --use-vllm (Qwen2VLChat generates with vLLM)")
+    adapter.add_argument("--attn-implementation", default=None, metavar="IMPL",
+                         help="attention for Qwen2VLChat's HF model (sdpa, eager, flash_attention_2; default: the kit's "
+                              "flash_attention_2)")
+    adapter.add_argument("--api-nproc", type=int, default=None, help="VLMEvalKit --api-nproc (parallel judge calls)")
+    adapter.add_argument("--mode", choices=("all", "infer", "eval"), default="all",
+                         help="VLMEvalKit --mode; eval rescores the work dir's predictions without loading the model")
+    adapter.add_argument("--out", default=None, help="folder for <dataset>_score.json and vlm_table.csv/.md "
+                         "(default: --work-dir)")
     adapter.add_argument("--parse-only", action="store_true", help="do not run VLMEvalKit; parse existing results")
     adapter.set_defaults(handler=_vlmevalkit)
 
-    run = verbs.add_parser("run", help="generate + score all datasets, then the paper's table")
+    kit = verbs.add_parser("install-kit", help="create VLMEvalKit's own environment (ms-vlmeval, pinned)")
+    kit.add_argument("--env", default=None, help="folder of the environment (default: <this environment>/vlmeval-kit)")
+    kit.add_argument("--package", action="append", default=[], metavar="PKG",
+                     help="also install PKG there (repeatable), e.g. --package vllm for the kit's use_vllm")
+    kit.add_argument("--quiet", action="store_true", help="pass --quiet to pip")
+    kit.set_defaults(handler=_install_kit)
+
+    run = verbs.add_parser("run", help="generate + score all datasets, then the table (the paper's with --judge)")
     _add_generation_options(run)
     _add_judge_options(run)
     run.add_argument("--datasets", default=DEFAULT_DATASETS, help="comma-separated; " + _DATASET_HELP)

@@ -2,11 +2,13 @@
 
 Each row becomes one user turn in Qwen2.5-VL's chat format: the image(s) first (through
 ``qwen_vl_utils.process_vision_info`` with ``min_pixels`` / ``max_pixels``, as VLMEvalKit's
-``Qwen2VLChat`` does), then the prompt of :mod:`dft_mm.evaluation.vlm.prompts`; no system
-turn is added (the model's chat template supplies its default). Backends: HF transformers
+``Qwen2VLChat`` does), then the prompt of :mod:`dft_mm.evaluation.vlm.prompts`, after a
+system turn with ``system_prompt`` (default: the WeThink prompt the paper's models were trained
+with; ``None`` leaves the chat template's default). Backends: HF transformers
 (batched, left padding) and vLLM (used by ``backend="auto"`` when importable with a GPU).
 
-Output: ``<out>/<model>_<dataset>.tsv`` in VLMEvalKit's prediction format, resumable.
+Output: ``<out>/<model>_<dataset>.tsv`` in VLMEvalKit's prediction format, resumable, and
+``<model>_<dataset>.generation.json`` with the settings (system prompt included).
 
 Example::
 
@@ -19,6 +21,7 @@ import functools
 import re
 from pathlib import Path
 
+from dft_mm.data.wethink import WETHINK_SYSTEM_PROMPT
 from dft_mm.errors import UserError
 
 DEFAULT_MIN_PIXELS = 1280 * 28 * 28
@@ -28,12 +31,14 @@ BACKENDS = ("auto", "hf", "vllm")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def build_messages(images: list, text: str, min_pixels: int, max_pixels: int) -> list[dict]:
-    """One user turn: every image (with its pixel bounds) then the text."""
+def build_messages(images: list, text: str, min_pixels: int, max_pixels: int,
+                   system_prompt: str | None = None) -> list[dict]:
+    """An optional system turn, then one user turn: every image (with its pixel bounds) then the text."""
     content = [{"type": "image", "image": image, "min_pixels": min_pixels, "max_pixels": max_pixels}
                for image in images]
     content.append({"type": "text", "text": text})
-    return [{"role": "user", "content": content}]
+    system = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    return [*system, {"role": "user", "content": content}]
 
 
 class HFBackend:
@@ -136,15 +141,22 @@ def generate_predictions(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     model_name: str | None = None,
     limit: int | None = None,
+    system_prompt: str | None = WETHINK_SYSTEM_PROMPT,
 ) -> Path:
     """Generate (or finish generating) predictions; returns the prediction TSV path.
 
-    ``limit`` keeps the first N rows (smoke tests). Rows already in the file are skipped.
+    ``limit`` keeps the first N rows (smoke tests). Rows already in the file are skipped; a
+    file generated with other settings (system prompt, pixels, max_new_tokens) is refused.
     """
     from tqdm import tqdm
 
     from dft_mm.evaluation.vlm.datasets import load_dataset
-    from dft_mm.evaluation.vlm.predictions import PredictionWriter, prediction_columns, prediction_filename
+    from dft_mm.evaluation.vlm.predictions import (
+        PredictionWriter,
+        check_generation_record,
+        prediction_columns,
+        prediction_filename,
+    )
     from dft_mm.evaluation.vlm.prompts import build_prompt
 
     if batch_size < 1:
@@ -158,6 +170,8 @@ def generate_predictions(
     name = model_name or Path(str(model).rstrip("/")).name
     path = Path(out) / prediction_filename(name, data.name)
     writer = PredictionWriter(path, prediction_columns(data.columns))
+    check_generation_record(path, {"model": str(model), "system_prompt": system_prompt, "min_pixels": min_pixels,
+                                   "max_pixels": max_pixels, "max_new_tokens": max_new_tokens})
     if writer.dropped_partial:
         print(f"{path}: dropped {writer.dropped_partial} incomplete record(s) from an interrupted run; regenerating")
     todo = [row for row in rows if row["index"] not in writer.done]
@@ -168,8 +182,8 @@ def generate_predictions(
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"generate {data.name}", unit="q") as bar:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
-            conversations = [build_messages(data.images(row), build_prompt(row, data.spec), min_pixels, max_pixels)
-                             for row in batch]
+            conversations = [build_messages(data.images(row), build_prompt(row, data.spec), min_pixels, max_pixels,
+                                            system_prompt) for row in batch]
             for row, prediction in zip(batch, engine.generate(conversations)):
                 writer.write(row, prediction)
             bar.update(len(batch))

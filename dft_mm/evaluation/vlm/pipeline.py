@@ -1,14 +1,16 @@
-"""``dft-mm eval vlm run``: generate and score every dataset, then the one-row paper table.
+"""``dft-mm eval vlm run``: generate and score every dataset, then the one-row table.
 
 Layout of ``out``::
 
-    out/<dataset>/<model>_<dataset>.tsv        predictions (resumable)
-    out/<dataset>/<dataset>_score.json|csv     metrics; <dataset>_scored.tsv per-row hits
-    out/vlm_table.csv, out/vlm_table.md        the paper's columns
+    out/<dataset>/<model>_<dataset>.tsv        predictions (resumable) + .generation.json
+    out/<dataset>/<dataset>_score.json|csv     metrics (scorer, judge, system prompt recorded)
+    out/vlm_table.csv|md                       with --judge: VLMEvalKit's scores, the paper's columns
+    out/vlm_proxy_table.csv|md                 without: the judge-free proxy, same columns
 
 Example::
 
-    run_vlm_eval("ckpt/dft-3b", "MathVerse_MINI,MathVision,WeMath", "eval_out/dft-3b")
+    run_vlm_eval("ckpt/dft-3b", "MathVerse_MINI,MathVision,WeMath", "eval_out/dft-3b",
+                 judge="http://127.0.0.1:8000/v1", judge_model="Qwen2.5-72B-Instruct")
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
 
 DEFAULT_DATASETS = "MathVerse_MINI,MathVision,WeMath"
 
@@ -34,12 +37,16 @@ def run_vlm_eval(
     model_name: str | None = None,
     limit: int | None = None,
     judge: str | None = None,
-    judge_model: str = "judge",
+    judge_model: str | None = None,
     judge_workers: int = 8,
+    kit_python: str | None = None,
+    system_prompt: str | None = WETHINK_SYSTEM_PROMPT,
 ) -> dict:
-    """Generate + score each dataset into ``out/<dataset>/``; write ``out/vlm_table.{csv,md}``.
+    """Generate + score each dataset into ``out/<dataset>/``, then write the table.
 
-    Returns ``{"results": {dataset: score json}, "row": table row}``.
+    The MathVision column is the full set; ``MathVision_MINI`` fills it (labelled) only when
+    it was asked for and the full set was not. Returns ``{"results": {dataset: score json},
+    "row": table row}``.
     """
     from dft_mm.evaluation.vlm.datasets import dataset_path, spec_for
     from dft_mm.evaluation.vlm.generate import generate_predictions
@@ -57,9 +64,12 @@ def run_vlm_eval(
         predictions = generate_predictions(
             model, dataset, folder, data_root=data_root, backend=backend, batch_size=batch_size,
             min_pixels=min_pixels, max_pixels=max_pixels, max_new_tokens=max_new_tokens, model_name=name, limit=limit,
+            system_prompt=system_prompt,
         )
         results[spec_for(dataset).name] = score_predictions(dataset, predictions, folder, judge=judge,
-                                                            judge_model=judge_model, judge_workers=judge_workers)
-    row = table_row(name, results)
+                                                            judge_model=judge_model, judge_workers=judge_workers,
+                                                            kit_python=kit_python)
+    mini_only = "MathVision_MINI" in results and "MathVision" not in results
+    row = table_row(name, results, mathvision="MathVision_MINI" if mini_only else "MathVision")
     write_vlm_table(out, [row])
     return {"results": results, "row": row}

@@ -1,6 +1,11 @@
 """Prediction files in VLMEvalKit's format: the dataset's columns minus ``image``, plus
 ``prediction``; named ``<model>_<dataset>.tsv`` (VLMEvalKit's ``PRED_FORMAT=tsv`` name).
 
+Beside it, ``<model>_<dataset>.generation.json`` records how the file was generated
+(``system_prompt``, pixel bounds, ``max_new_tokens``, backend); a rerun with other settings is
+refused, so one file never mixes prompts, and the scorers copy ``system_prompt`` into the
+scores.
+
 Writing is append + flush per record, every field quoted (as VLMEvalKit's ``dump`` does), so
 an interrupted run keeps everything it finished; a rerun reads the finished ``index`` values
 and skips them. A record cut short by a crash is dropped (and counted) on resume.
@@ -20,6 +25,33 @@ csv.field_size_limit(sys.maxsize)
 def prediction_filename(model_name: str, dataset_name: str) -> str:
     """VLMEvalKit's prediction file name (with ``PRED_FORMAT=tsv``)."""
     return f"{model_name}_{dataset_name}.tsv"
+
+
+def generation_record_path(predictions: str | Path) -> Path:
+    """``<model>_<dataset>.generation.json`` beside a prediction file."""
+    predictions = Path(predictions)
+    return predictions.with_name(f"{predictions.stem}.generation.json")
+
+
+def read_generation_record(predictions: str | Path) -> dict | None:
+    """The generation settings recorded beside ``predictions``, or None (e.g. VLMEvalKit's own file)."""
+    import json
+
+    path = generation_record_path(predictions)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_generation_record(predictions: str | Path, record: dict) -> None:
+    """Write ``record`` beside ``predictions``; refuse when an earlier run recorded other settings."""
+    import json
+
+    previous = read_generation_record(predictions)
+    if previous is not None and previous != record:
+        changed = sorted(key for key in {*previous, *record} if previous.get(key) != record.get(key))
+        raise UserError(f"{predictions} was generated with other settings ({', '.join(changed)} differ, see "
+                        f"{generation_record_path(predictions)}); use another --out or remove both files to regenerate")
+    generation_record_path(predictions).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
+                                                   encoding="utf-8")
 
 
 def prediction_columns(dataset_columns: list[str]) -> list[str]:

@@ -7,6 +7,11 @@ Qwen2VLChat setting of the paper): the image(s) come first, then this text.
 - MathVision and custom TSVs: the ``question`` column.
 - WeMath: ``Hint: ...`` (when present), ``Question: ...``, then ``Options:`` and one
   ``<letter>. <text>`` line per option column.
+
+The system turn is an option (``--system-prompt``): ``wethink`` (default) is the WeThink
+converter's prompt that the paper's SFT/DFT models were trained with (VLMEvalKit's
+``WeThink-Qwen2.5VL-7B`` entry sets the same), ``none`` sends no system turn (the chat
+template's default applies), any other text is sent as is.
 """
 
 from __future__ import annotations
@@ -15,10 +20,21 @@ import ast
 import re
 import string
 
+from dft_mm.data.wethink import WETHINK_SYSTEM_PROMPT
 from dft_mm.evaluation.vlm.datasets import MATHVERSE, WEMATH, DatasetSpec
+
+SYSTEM_PROMPT_CHOICES = {"wethink": WETHINK_SYSTEM_PROMPT, "none": None}
 
 # MathVerse keeps its options inside the question text: "Choices:\nA:2\nB:2√{3}" and variants.
 _CHOICE_LINE = re.compile(r"^\s*\(?([A-H])\)?\s*[:.：)]\s*(.+?)\s*$")
+
+
+def resolve_system_prompt(value: str | None) -> str | None:
+    """``--system-prompt`` value -> the text sent (``wethink`` / ``none`` / literal text)."""
+    if value is None:
+        return None
+    key = value.strip().lower()
+    return SYSTEM_PROMPT_CHOICES[key] if key in SYSTEM_PROMPT_CHOICES else value
 
 
 def build_prompt(row: dict, spec: DatasetSpec) -> str:

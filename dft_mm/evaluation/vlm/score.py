@@ -1,18 +1,27 @@
-"""Score a prediction file: extract each answer, mark hits, compute the benchmark metrics.
+"""Score a prediction file, two ways:
+
+- ``judge=URL`` (the paper's metric): VLMEvalKit's own evaluation with that judge
+  (:mod:`dft_mm.evaluation.vlm.kit_score`); ``"scorer": "vlmevalkit"``;
+- no judge: a fast, deterministic proxy, ``"scorer": "judge-free"``: rule extraction +
+  ``math-verify``. Not the paper's metric: its numbers go to the proxy table only.
 
 Inputs: our ``<model>_<dataset>.tsv`` or VLMEvalKit's ``<model>_<dataset>.xlsx`` / ``.tsv``
 (the dataset's columns plus ``prediction``; no images needed). Outputs in ``out``:
 
-- ``<dataset>_scored.tsv``: every row with ``extracted``, ``extract_method`` and ``hit``;
-- ``<dataset>_score.json``: the metrics (percent, 0-100) at the top level, plus ``details``
-  (row counts, rows skipped and why, extraction methods, raw hit counts);
+- ``<dataset>_score.json``: the metrics (percent, 0-100) at the top level, ``scorer``,
+  ``judge`` (null for the proxy), ``system_prompt`` (from the generation record beside the
+  predictions, null when unknown), plus ``details``;
 - ``<dataset>_score.csv``: ``metric,value,count,total``;
-- ``<dataset>_extract.jsonl``: the extraction cache (append + flush per row), so a rerun,
-  e.g. after a judge outage, only redoes rows whose prediction or judge changed.
+- judge-free only: ``<dataset>_scored.tsv`` (every row with ``extracted``,
+  ``extract_method``, ``hit``) and ``<dataset>_extract.jsonl``, the extraction cache (append +
+  flush per row; a rerun redoes only rows whose prediction changed);
+- judged only: ``vlmevalkit/``, the kit's own per-row and score files.
 
 Example::
 
-    score_predictions("MathVision_MINI", "out/Qwen2.5-VL-3B_MathVision_MINI.tsv", "out/")
+    score_predictions("MathVision", "out/dft_MathVision.tsv", "out/")                       # proxy
+    score_predictions("MathVision", "out/dft_MathVision.tsv", "out/", judge="http://127.0.0.1:8000/v1",
+                      judge_model="Qwen2.5-72B-Instruct")                                   # the kit's
 """
 
 from __future__ import annotations
@@ -26,13 +35,13 @@ from dft_mm.evaluation.resumable import append, complete_records, open_for_appen
 from dft_mm.evaluation.vlm.datasets import MATHVERSE, WEMATH, spec_for
 from dft_mm.evaluation.vlm.extract import Extraction, extract_answer
 
-# Extraction rules weak enough that a configured judge is asked instead.
-JUDGE_WHEN = ("none", "ambiguous", "last_expression", "whole")
+JUDGE_FREE = "judge-free"
+# keys of a score JSON that are not metrics
+RECORD_KEYS = ("scorer", "judge", "judge_url", "system_prompt", "details")
 
 
 class ExtractionCache:
-    """JSONL records ``{index, prediction, judge, extracted, method}``; reused only when the
-    prediction and the judge (URL and model) are unchanged."""
+    """JSONL records ``{index, prediction, extracted, method}``; reused while the prediction is unchanged."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -40,22 +49,17 @@ class ExtractionCache:
         self.records: dict[str, dict] = {record["index"]: record for record in complete_records(path)}
         open_for_append(path).close()
 
-    def get(self, index: str, prediction: str | None, judge: str | None) -> Extraction | None:
+    def get(self, index: str, prediction: str | None) -> Extraction | None:
         record = self.records.get(index)
-        if record and record["prediction"] == prediction and record["judge"] == judge:
+        if record and record["prediction"] == prediction:
             return Extraction(record["extracted"], record["method"])
         return None
 
-    def put(self, index: str, prediction: str | None, judge: str | None, extraction: Extraction) -> None:
-        record = {"index": index, "prediction": prediction, "judge": judge,
-                  "extracted": extraction.answer, "method": extraction.method}
+    def put(self, index: str, prediction: str | None, extraction: Extraction) -> None:
+        record = {"index": index, "prediction": prediction, "extracted": extraction.answer, "method": extraction.method}
         self.records[index] = record
         with open(self.path, "a", encoding="utf-8") as handle:
             append(handle, record)
-
-
-def _question_text(row: dict) -> str:
-    return str(row.get("question_for_eval") or row.get("question") or "")
 
 
 def _metrics(benchmark: str, rows: list[dict]):
@@ -87,22 +91,10 @@ def _write_score_csv(path: Path, metrics: dict[str, float | None], counts: dict)
             writer.writerow([name, "" if value is None else f"{value:.2f}", hit, total])
 
 
-def _judge_replies(client, todo: list[tuple[dict, dict | None]], workers: int):
-    """Yield ``(row, options, raw reply)`` as the judge answers, ``workers`` requests at a time;
-    on a failure the pending requests are cancelled and the error raised."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from tqdm import tqdm
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(client.complete, client.prompt(_question_text(row), str(row.get("prediction")), options)):
-                   (row, options) for row, options in todo}
-        try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc="judge", unit="row"):
-                yield (*futures[future], future.result())
-        finally:
-            for future in futures:
-                future.cancel()
+def _write_outputs(out: Path, dataset: str, result: dict, counts: dict) -> None:
+    metrics = {key: value for key, value in result.items() if key not in RECORD_KEYS}
+    _write_score_csv(out / f"{dataset}_score.csv", metrics, counts)
+    (out / f"{dataset}_score.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
 
 
 def score_predictions(
@@ -111,56 +103,54 @@ def score_predictions(
     out: str | Path,
     *,
     judge: str | None = None,
-    judge_model: str = "judge",
+    judge_model: str | None = None,
     judge_workers: int = 8,
+    kit_python: str | None = None,
 ) -> dict:
     """Score ``predictions`` with ``dataset``'s semantics; returns the score JSON as a dict.
 
-    Rule extraction runs first; the rows it leaves unsettled go to the judge (when given),
-    ``judge_workers`` requests at a time.
+    ``judge``: an OpenAI-compatible endpoint (``http://HOST:PORT/v1``) serving ``judge_model``;
+    VLMEvalKit then scores with it, ``judge_workers`` requests at a time (its ``nproc``).
+    Without it the judge-free proxy scores.
     """
+    from dft_mm.evaluation.vlm.predictions import read_generation_record
+
+    spec = spec_for(dataset)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = read_generation_record(predictions) or {}
+    if judge:
+        from dft_mm.evaluation.vlm.kit_score import score_with_kit
+
+        result = score_with_kit(spec, Path(predictions), out, judge_url=judge, judge_model=judge_model,
+                                workers=judge_workers, kit_python=kit_python)
+        result = {**result, "system_prompt": record.get("system_prompt")}
+        _write_outputs(out, spec.name, result, {})
+        return result
+    return _score_judge_free(spec, predictions, out, record.get("system_prompt"))
+
+
+def _score_judge_free(spec, predictions: str | Path, out: Path, system_prompt: str | None) -> dict:
+    """Rule extraction + math-verify comparison for every row (see the module docstring)."""
     from tqdm import tqdm
 
     from dft_mm.evaluation.vlm.compare import is_hit
-    from dft_mm.evaluation.vlm.judge import Judge, interpret
     from dft_mm.evaluation.vlm.predictions import load_predictions
     from dft_mm.evaluation.vlm.prompts import answer_options
 
-    spec = spec_for(dataset)
     rows = load_predictions(predictions)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cache = ExtractionCache(out / f"{spec.name}_extract.jsonl")
-    client = Judge(judge, model=judge_model) if judge else None
-    judge_key = f"{client.url} {judge_model}" if client else None  # cached rows are reused for this judge only
     skipped = Counter()
-    gradable = []
-    for row in rows:
+    scored, methods = [], Counter()
+    for row in tqdm(rows, desc=f"score {spec.name}", unit="row"):
         if row.get("answer") is None:
             skipped["no gold answer"] += 1
-        else:
-            gradable.append((row, answer_options(row, spec)))
-    extractions: dict[str, Extraction] = {}
-    todo = []
-    for row, options in tqdm(gradable, desc=f"extract {spec.name}", unit="row"):
-        cached = cache.get(row["index"], row.get("prediction"), judge_key)
-        if cached is not None:
-            extractions[row["index"]] = cached
             continue
-        extraction = extract_answer(row.get("prediction"), options)
-        if client is not None and extraction.method in JUDGE_WHEN:
-            todo.append((row, options))
-        else:
-            extractions[row["index"]] = extraction
-            cache.put(row["index"], row.get("prediction"), judge_key, extraction)
-    for row, options, reply in _judge_replies(client, todo, judge_workers) if todo else ():
-        answer = interpret(reply, options)
-        extraction = Extraction(answer, "judge" if answer is not None else "judge_none")
-        extractions[row["index"]] = extraction
-        cache.put(row["index"], row.get("prediction"), judge_key, extraction)  # kept even if a later request fails
-    scored, methods = [], Counter()
-    for row, options in tqdm(gradable, desc=f"score {spec.name}", unit="row"):
-        extraction = extractions[row["index"]]
+        options = answer_options(row, spec)
+        extraction = cache.get(row["index"], row.get("prediction"))
+        if extraction is None:
+            extraction = extract_answer(row.get("prediction"), options)
+            cache.put(row["index"], row.get("prediction"), extraction)
         methods[extraction.method] += 1
         hit = is_hit(extraction.answer, row["answer"], options)
         scored.append({**row, "extracted": extraction.answer, "extract_method": extraction.method, "hit": int(hit)})
@@ -170,12 +160,12 @@ def score_predictions(
         raise UserError(f"{predictions}: no row could be scored ({dict(skipped)}); check the file's 'answer' column")
     metrics, counts = _metrics(spec.benchmark, scored)
     result = {name: None if value is None else round(value, 4) for name, value in metrics.items()}
+    result.update({"scorer": JUDGE_FREE, "judge": None, "system_prompt": system_prompt})
     result["details"] = {
         "dataset": spec.name, "benchmark": spec.benchmark, "predictions": str(predictions),
         "rows": len(rows), "scored": len(scored), "skipped": dict(skipped),
-        "extraction": dict(sorted(methods.items())), "counts": counts, "judge": judge_key,
+        "extraction": dict(sorted(methods.items())), "counts": counts,
     }
     _write_scored(out / f"{spec.name}_scored.tsv", scored)
-    _write_score_csv(out / f"{spec.name}_score.csv", metrics, counts)
-    (out / f"{spec.name}_score.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    _write_outputs(out, spec.name, result, counts)
     return result

@@ -1,48 +1,40 @@
-"""Adapter to a VLMEvalKit checkout (not on PyPI): write its ``--config`` JSON, run its
-``run.py``, and read its ``*_score.csv`` files into our table format.
+"""Run VLMEvalKit itself (the installed ``vlmeval`` package, or a checkout's ``run.py``) and read
+its score files: the paper's numbers.
 
-VLMEvalKit scores MathVerse and MathVision only with a judge LLM: an OpenAI key, or a
-local OpenAI-compatible server given as ``OPENAI_API_BASE=http://HOST:PORT/v1/chat/completions``
-plus ``LOCAL_LLM=<served model name>`` (and any ``OPENAI_API_KEY``) in the environment or
-VLMEvalKit's ``.env``. WeMath falls back to exact matching without one.
+The run: one ``Qwen2VLChat`` model entry in a ``--config`` JSON (``min_pixels``,
+``max_pixels``, ``max_new_tokens``, ``use_custom_prompt: false`` and ``system_prompt``, the
+paper's settings), ``python -m vlmeval.run --config ... --work-dir ... --reuse`` in the kit's
+interpreter (:mod:`dft_mm.evaluation.vlm.kit`), with the kit's own options passed through:
+``--judge`` (its judge name, e.g. ``gpt-4o-mini``), ``--judge-base-url`` (an OpenAI-compatible
+server; the key is the kit's ``OPENAI_API_KEY``), ``--use-vllm``, ``--api-nproc``, and the
+attention implementation that ``Qwen2VLChat`` hard-codes (``flash_attention_2``).
+``mode="eval"`` rescores predictions already in the work dir without loading the model.
 
-Result files read (``<work>/<model>/<run id>/``, the newest of each dataset wins):
-
-- MathVerse: ``<model>_<dataset>_<judge>_score.csv`` (rows ``average`` / ``problem_version``
-  / ``subfield`` flattened, per-version cells are dict literals),
-- MathVision: ``<model>_<dataset>_<judge>_score.csv`` (``Subject, tot, prefetch, hit,
-  prefetch_rate, acc``),
-- WeMath: ``<model>_WeMath_score.csv`` (percent strings, ``"35.24%"``, ``"12.19% (64)"``).
+The results: every ``<dataset>_score.json`` in ``out`` holds the metrics plus
+``"scorer": "vlmevalkit"``, ``"judge"`` (the judge that made the file; ``exact_matching``
+for WeMath's silent fallback, which is refused unless asked for) and ``"system_prompt"``; the
+paper table goes to ``vlm_table.csv`` / ``.md``.
 
 Example::
 
-    run_vlmevalkit("ckpt/dft-3b", "MathVerse_MINI,MathVision,WeMath", "~/VLMEvalKit", "vlmeval_work",
-                   judge="gpt-4o-mini")
+    run_vlmevalkit("ckpt/dft-3b", "MathVerse_MINI,MathVision,WeMath", "vlmeval_work",
+                   judge="Qwen2.5-72B-Instruct", judge_base_url="http://127.0.0.1:8000/v1", use_vllm=True)
 """
 
 from __future__ import annotations
 
-import ast
 import json
-import re
-import subprocess
+import os
 import sys
 from pathlib import Path
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.vlm.datasets import KNOWN_DATASETS, MATHVERSE, MATHVISION, WEMATH
+from dft_mm.evaluation.vlm.datasets import KNOWN_DATASETS
 from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from dft_mm.evaluation.vlm.kit_files import EXACT_MATCHING, find_score_files, parse_score_file
+from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
 
-MATHVERSE_VERSIONS = ("Text Dominant", "Text Lite", "Vision Intensive", "Vision Dominant", "Vision Only")
-_WEMATH_COLUMNS = {
-    "Score (Strict)": "score_strict", "Score (Loose)": "score_loose",
-    "InsufficientKnowledge (Strict)": "IK", "InadequateGeneralization (Strict)": "IG",
-    "CompleteMastery (Strict)": "CM_strict", "CompleteMastery (Loose)": "CM_loose",
-    "RoteMemorization (Strict)": "RM_strict", "RoteMemorization (Loose)": "RM_loose",
-    "One-step(S1)": "S1", "Two-step(S2)": "S2", "Three-step(S3)": "S3",
-}
-# VLMEvalKit's Qwen2VLChat loads the Qwen2.5-VL class only when the path says so.
-_QWEN25_MARKERS = ("2.5", "2_5", "qwen25")
+MODES = ("all", "infer", "eval")
 
 
 def split_datasets(datasets: str | list[str]) -> list[str]:
@@ -51,143 +43,170 @@ def split_datasets(datasets: str | list[str]) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
-def vlmevalkit_config(
-    model_path: str, model_name: str, datasets: list[str], *, min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-) -> dict:
-    """The ``run.py --config`` JSON: one ``Qwen2VLChat`` model, one entry per dataset."""
+def _check_known(datasets: list[str]) -> None:
     unknown = [name for name in datasets if name not in KNOWN_DATASETS]
     if unknown:
         raise UserError(f"VLMEvalKit runs only its registered datasets; unknown: {', '.join(unknown)} "
                         f"(known: {', '.join(KNOWN_DATASETS)}). Score custom TSVs with `dft-mm eval vlm run`.")
+
+
+def vlmevalkit_config(
+    model_path: str, model_name: str, datasets: list[str], *, min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    system_prompt: str | None = WETHINK_SYSTEM_PROMPT,
+) -> dict:
+    """The ``run.py --config`` JSON: one ``Qwen2VLChat`` model, one entry per dataset."""
+    _check_known(datasets)
+    model = {"class": "Qwen2VLChat", "model_path": model_path, "min_pixels": min_pixels, "max_pixels": max_pixels,
+             "max_new_tokens": max_new_tokens, "use_custom_prompt": False}
+    if system_prompt is not None:
+        model["system_prompt"] = system_prompt
     return {
-        "model": {model_name: {
-            "class": "Qwen2VLChat", "model_path": model_path, "min_pixels": min_pixels, "max_pixels": max_pixels,
-            "max_new_tokens": max_new_tokens, "use_custom_prompt": False,
-        }},
+        "model": {model_name: model},
         "data": {name: {"class": KNOWN_DATASETS[name].vlmevalkit_class, "dataset": name} for name in datasets},
     }
 
 
-def _qwen25_path(model: Path, work_dir: Path) -> Path:
-    """``model`` itself when its path names Qwen2.5, else a symlink that does."""
-    if any(marker in str(model).lower() for marker in _QWEN25_MARKERS):
-        return model
-    link = work_dir / "models" / f"{model.name}-qwen2_5-vl"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(model.resolve(), target_is_directory=True)
-    return link
+def vlmevalkit_arguments(
+    config_path: str | Path, model_name: str, datasets: list[str], work_dir: str | Path, *, mode: str = "all",
+    judge: str | None = None, judge_base_url: str | None = None, use_vllm: bool = False, api_nproc: int | None = None,
+) -> list[str]:
+    """``vlmeval.run``'s flags. ``eval`` names the model and data instead of ``--config``: the
+    kit builds a config's model even when it only evaluates."""
+    if mode not in MODES:
+        raise UserError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "eval":
+        arguments = ["--model", model_name, "--data", *datasets, "--mode", "eval"]
+    else:
+        arguments = ["--config", str(config_path), "--mode", mode]
+    arguments += ["--work-dir", str(work_dir), "--reuse"]  # --reuse: continue from earlier predictions and caches
+    if judge:
+        arguments += ["--judge", judge]
+    if judge_base_url:
+        arguments += ["--judge-base-url", judge_base_url.rstrip("/").removesuffix("/chat/completions")]
+    if use_vllm:
+        arguments.append("--use-vllm")
+    if api_nproc:
+        arguments += ["--api-nproc", str(api_nproc)]
+    return arguments
 
 
-def _percent(cell) -> float | None:
-    match = re.match(r"\s*(-?\d+(?:\.\d+)?)\s*%?", str(cell))
-    return float(match.group(1)) if match else None
+def collect_results(
+    work_dir: str | Path, model_name: str, datasets: list[str], *, judge: str | None = None,
+    allow_exact_matching: bool = False,
+) -> dict[str, dict]:
+    """``{dataset: {metrics..., "scorer", "judge", "score_file"}}`` from the kit's files.
 
-
-def parse_mathverse_score(path: str | Path) -> dict[str, float]:
-    """``Overall`` and per-version accuracy from VLMEvalKit's MathVerse score CSV."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    metrics = {"Overall": float(frame.loc[0, "accuracy"])}
-    for version in MATHVERSE_VERSIONS:
-        for cell in frame.get(version, []):
-            if cell.strip().startswith("{"):
-                metrics[version] = float(ast.literal_eval(cell)["accuracy"])
-    return metrics
-
-
-def parse_mathvision_score(path: str | Path) -> dict[str, float]:
-    """``Overall`` and per-subject accuracy from VLMEvalKit's MathVision score CSV."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return {row["Subject"]: float(row["acc"]) for _, row in frame.iterrows()}
-
-
-def parse_wemath_score(path: str | Path) -> dict[str, float]:
-    """Our WeMath keys from VLMEvalKit's ``<model>_WeMath_score.csv`` (percent strings)."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return {key: _percent(frame.loc[0, column]) for column, key in _WEMATH_COLUMNS.items() if column in frame.columns}
-
-
-_PARSERS = {MATHVERSE: parse_mathverse_score, MATHVISION: parse_mathvision_score, WEMATH: parse_wemath_score}
-
-
-def _dataset_of(filename: str, model_name: str) -> str | None:
-    """The longest known dataset name right after ``<model>_`` in a result file name."""
-    prefix = f"{model_name}_"
-    if not filename.startswith(prefix):
-        return None
-    rest = filename[len(prefix):]
-    names = [name for name in KNOWN_DATASETS if rest.startswith(f"{name}_")]
-    return max(names, key=len) if names else None
-
-
-def parse_vlmevalkit_results(work_dir: str | Path, model_name: str) -> dict[str, dict[str, float]]:
-    """``{dataset: metrics}`` from the newest ``*_score.csv`` of each dataset under ``work_dir``."""
-    root = Path(work_dir)
-    newest: dict[str, Path] = {}
-    for path in root.rglob("*_score.csv"):
-        dataset = _dataset_of(path.name, model_name)
-        if dataset is None:
+    One judge per dataset: ``judge`` when given (a WeMath file the kit scored by exact
+    matching instead counts as ``exact_matching``), else the only one found; several judges
+    for one dataset without ``judge`` is an error, never "newest wins". Exact matching is
+    refused unless asked for (``judge="exact_matching"`` or ``allow_exact_matching``).
+    """
+    found = find_score_files(Path(work_dir) / model_name, model_name)
+    results = {}
+    for dataset in datasets:
+        judges = found.get(dataset, {})
+        if not judges:
+            print(f"warning: no VLMEvalKit score file for {dataset} under {Path(work_dir) / model_name}", file=sys.stderr)
             continue
-        if dataset not in newest or path.resolve().stat().st_mtime > newest[dataset].resolve().stat().st_mtime:
-            newest[dataset] = path
-    return {dataset: _PARSERS[KNOWN_DATASETS[dataset].benchmark](path) for dataset, path in sorted(newest.items())}
+        if judge is not None:
+            chosen = judge if judge in judges else (EXACT_MATCHING if EXACT_MATCHING in judges else None)
+            if chosen is None:
+                raise UserError(f"{dataset}: no score file by judge {judge!r} under {work_dir} "
+                                f"(found judges: {', '.join(sorted(judges))})")
+        elif len(judges) == 1:
+            chosen = next(iter(judges))
+        else:
+            raise UserError(f"{dataset}: score files by several judges ({', '.join(sorted(judges))}) under {work_dir}; "
+                            "pass --judge NAME to choose one")
+        if chosen == EXACT_MATCHING and judge != EXACT_MATCHING and not allow_exact_matching:
+            raise UserError(
+                f"{judges[chosen]}: VLMEvalKit scored {dataset} by exact matching (a literal 'Answer: X') because "
+                f"its judge {judge or 'gpt-4o-mini'!r} did not answer, yet named the file after the judge. Fix the judge "
+                "(--judge-base-url, OPENAI_API_KEY) and rerun, or pass --judge exact_matching to accept exact matching"
+            )
+        path = judges[chosen]
+        results[dataset] = {**parse_score_file(KNOWN_DATASETS[dataset].benchmark, path),
+                            "scorer": "vlmevalkit", "judge": chosen, "score_file": str(path)}
+    return results
+
+
+def write_score_json(out: str | Path, dataset: str, result: dict) -> Path:
+    """``out/<dataset>_score.json`` (metrics at the top level, as every scorer writes it)."""
+    path = Path(out) / f"{dataset}_score.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def run_vlmevalkit(
     model: str,
     datasets: str | list[str],
-    vlmevalkit: str | Path,
     work_dir: str | Path,
     *,
+    vlmevalkit: str | Path | None = None,
+    kit_python: str | None = None,
     judge: str | None = None,
+    judge_base_url: str | None = None,
+    use_vllm: bool = False,
+    attn_implementation: str | None = None,
+    api_nproc: int | None = None,
+    system_prompt: str | None = WETHINK_SYSTEM_PROMPT,
     model_name: str | None = None,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    mode: str = "all",
+    data_root: str | Path | None = None,
     out: str | Path | None = None,
     parse_only: bool = False,
 ) -> dict:
-    """Write the config, run VLMEvalKit (unless ``parse_only``), parse its scores, write the table.
+    """Write the config, run VLMEvalKit (unless ``parse_only``), read its scores, write the
+    ``<dataset>_score.json`` files and the paper table into ``out`` (default ``work_dir``).
 
-    The table (``vlm_table.csv/.md`` in ``out``, default ``work_dir``) labels the row
-    ``<model> (VLMEvalKit)`` so it sits beside the built-in scorer's row in reports.
-    Returns ``{"config": path, "results": {dataset: metrics}, "row": table row}``.
+    ``vlmevalkit``: a checkout (its ``run.py`` runs, with the checkout importable) instead of
+    the installed package. ``data_root``: the kit's ``$LMUData`` (its benchmark TSVs; default
+    as the kit decides). Returns ``{"config", "command", "results", "row"}`` (``mode="infer"``:
+    no results, no table).
     """
+    from dft_mm.evaluation.vlm.kit import find_kit_python, kit_environment, run_kit_worker
     from dft_mm.evaluation.vlm.table import table_row, write_vlm_table
 
     names = split_datasets(datasets)
+    _check_known(names)
     name = model_name or Path(str(model).rstrip("/")).name
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    model_path = _qwen25_path(Path(model), work) if Path(model).is_dir() else Path(model)
-    config = vlmevalkit_config(str(model_path), name, names, min_pixels=min_pixels, max_pixels=max_pixels,
-                               max_new_tokens=max_new_tokens)
+    model_path = str(Path(model).resolve()) if Path(model).is_dir() else str(model)
+    config = vlmevalkit_config(model_path, name, names, min_pixels=min_pixels, max_pixels=max_pixels,
+                               max_new_tokens=max_new_tokens, system_prompt=system_prompt)
     config_path = work / "dft_mm_vlmevalkit_config.json"
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+    arguments = vlmevalkit_arguments(config_path, name, names, work, mode=mode, judge=judge,
+                                     judge_base_url=judge_base_url, use_vllm=use_vllm, api_nproc=api_nproc)
+    worker = ["run", *(["--attn-implementation", attn_implementation] if attn_implementation else [])]
+    if vlmevalkit is not None:
+        checkout = Path(vlmevalkit).expanduser().resolve()
+        if not (checkout / "run.py").is_file():
+            raise UserError(f"{checkout / 'run.py'} not found: --vlmevalkit must be a VLMEvalKit checkout "
+                            "(or leave it out to run the installed kit, see `dft-mm eval vlm install-kit`)")
+        worker += ["--checkout", str(checkout)]
+    command = [*worker, "--", *arguments]
+    served_judge = os.environ.get("LOCAL_LLM")  # the kit sends this model name instead of --judge when set
     if not parse_only:
-        run_py = Path(vlmevalkit).expanduser() / "run.py"
-        if not run_py.is_file():
-            raise UserError(f"{run_py} not found: --vlmevalkit must be a VLMEvalKit checkout "
-                            "(git clone https://github.com/open-compass/VLMEvalKit && pip install -e VLMEvalKit)")
-        # --reuse: a rerun continues from VLMEvalKit's earlier predictions and judge caches
-        command = [sys.executable, str(run_py), "--config", str(config_path), "--work-dir", str(work), "--reuse"]
-        if judge:
-            command += ["--judge", judge]
-        print("running:", " ".join(command), flush=True)
-        if subprocess.run(command, cwd=run_py.parent, check=False).returncode != 0:
-            raise UserError("VLMEvalKit failed (command above). MathVerse/MathVision need a judge: set OPENAI_API_KEY, "
-                            "or OPENAI_API_BASE + LOCAL_LLM for a local server; see docs/vlm-eval.md")
-    results = parse_vlmevalkit_results(work / name, name)
-    missing = [dataset for dataset in names if dataset not in results]
-    if missing:
-        print(f"warning: no VLMEvalKit score file for {', '.join(missing)} under {work / name}", file=sys.stderr)
-    row = table_row(f"{name} (VLMEvalKit)", results)
-    write_vlm_table(out or work, [row])
-    return {"config": str(config_path), "results": results, "row": row}
+        python = find_kit_python(kit_python)
+        data = {"LMUData": str(Path(data_root).resolve())} if data_root else {}
+        run_kit_worker(python, command, env=kit_environment(**data), cwd=work,
+                       what="VLMEvalKit (MathVerse/MathVision need a working judge: --judge-base-url or OPENAI_API_KEY)")
+    if mode == "infer":  # predictions only: nothing scored yet
+        return {"config": str(config_path), "command": command, "results": {}, "row": None}
+    results = collect_results(work, name, names, judge=judge)
+    destination = Path(out) if out else work
+    for dataset, result in results.items():
+        if served_judge and not parse_only and result["judge"] != EXACT_MATCHING:
+            result["judge"] = served_judge
+        write_score_json(destination, dataset, {**result, "system_prompt": system_prompt, "model": name,
+                                                "benchmark": KNOWN_DATASETS[dataset].benchmark})
+    row = table_row(name, results)
+    write_vlm_table(destination, [row])
+    return {"config": str(config_path), "command": command, "results": results, "row": row}
