@@ -9,7 +9,11 @@ LLaMA-Factory); when one of :data:`PATCHED_MODULES` finishes loading in *any* pr
 * ``llamafactory.train.sft.trainer``: ``CustomSeq2SeqTrainer`` becomes the subclass of
   :func:`dft_mm.llamafactory.trainer.make_trainer_class` (the loss hook);
 * ``dft_mm.llamafactory.arguments``: when *it* loads first, it imports LLaMA-Factory's
-  parser while itself half-initialised, so the parser is patched once it is complete.
+  parser while itself half-initialised, so the parser is patched once it is complete;
+* ``llamafactory.train.callbacks``: ``trainer_log.jsonl`` also gets ``nll`` and
+  ``mean_target_prob`` (:mod:`dft_mm.llamafactory.training_log`);
+* ``llamafactory.webui.interface``: LlamaBoard gets its Loss group
+  (:mod:`dft_mm.llamafactory.llamaboard`).
 
 This module is the only one that knows the others; they do not import it.
 ``DFT_MM_DISABLE=1`` turns the hook off. Installing twice is a no-op.
@@ -60,11 +64,25 @@ def patch_trainer_module(module: ModuleType) -> None:
         module.CustomSeq2SeqTrainer = patched
 
 
+def patch_callbacks_module(module: ModuleType) -> None:
+    from dft_mm.llamafactory.training_log import patch_callbacks_module as patch
+
+    patch(module)
+
+
+def patch_webui_module(module: ModuleType) -> None:
+    from dft_mm.llamafactory.llamaboard import patch_interface_module
+
+    patch_interface_module(module)
+
+
 # module name -> the function above applied to it right after it loads
 PATCHED_MODULES = {
     _PARSER: patch_parser_module,
     "llamafactory.train.sft.trainer": patch_trainer_module,
     _ARGUMENTS: patch_parser_if_loaded,
+    "llamafactory.train.callbacks": patch_callbacks_module,
+    "llamafactory.webui.interface": patch_webui_module,
 }
 
 
