@@ -129,6 +129,10 @@ def test_humaneval_plus_statuses_match_evalplus_evaluate(tmp_path):
     assert reference["HumanEval/32"][0] == ("fail", "fail"), "0.3.1's find_zero oracle never records a pass"
     assert all(rs[0] == ("pass", "pass") for t, rs in reference.items() if t != "HumanEval/32")
     assert ours_summary["evalplus_semantics"] == "release" and ours_summary["num_samples"] == len(rows)
+    groundtruth = tmp_path / "ours" / "groundtruth.pkl"
+    stamp = groundtruth.stat().st_mtime_ns
+    assert score("humaneval+", samples, tmp_path / "ours", workers=2, data=plus_file)["seconds"] < 10  # resumed
+    assert groundtruth.stat().st_mtime_ns == stamp
 
     # --evalplus-semantics fixed: upstream's fix of the find_zero oracle, nothing else changes
     assert cli_main(["eval", "code", "score", "--benchmark", "humaneval+", "--samples", str(samples),
