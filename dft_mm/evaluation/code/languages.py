@@ -17,14 +17,16 @@ cs     mcs/csc ``/d:DEBUG -r:System.Numerics.dll`` fails -> SyntaxError; mono (5
        stderr -> Exception (mono exits 0 on a failed Debug.Assert); else OK
 php    "PHP Parse error" in stdout -> SyntaxError; exit != 0 -> Exception (a timeout is
        exit -1, so Exception: MultiPL-E does not test for timeouts here); else OK
-ts     tsc --target esnext (batched, see :mod:`compilers`) fails -> SyntaxError; node: Timeout;
+ts     tsc --target esnext (npm typescript 5.9.3, batched, see :mod:`compilers`) fails -> SyntaxError;
+       node: Timeout;
        0 -> OK; ERR_ASSERTION ->
        AssertionError; SyntaxError; ReferenceError; else Exception
 js     node, statuses as for ts
 sh     bash: Timeout; 0 -> OK; "syntax error" in stderr -> SyntaxError; else Exception
 =====  =======================================================================================
 
-A result passes only when ``status == "OK"``.
+A result passes only when ``status == "OK"`` and ``exit_code == 0`` (MultiPL-E's ``pass_k.py``;
+e.g. mono exiting non-zero without a failure marker is ``OK`` with exit code != 0: a failure).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import shutil
 from typing import Callable
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.code.compilers import PCH_INSIDE, compile_typescript, cpp_pch_dir
+from dft_mm.evaluation.code.compilers import (PCH_INSIDE, TYPESCRIPT_VERSION, compile_typescript, cpp_pch_dir,
+                                              typescript_dir, typescript_version)
 from dft_mm.evaluation.code.sandbox import ExecResult, Limits, Sandbox
 
 STEP_TIMEOUT_S = 15.0  # safe_subprocess.run's default
@@ -49,7 +52,7 @@ TOOLCHAINS: dict[str, tuple[tuple[str, ...], str]] = {
     "java": (("javac", "java"), "openjdk-17-jdk-headless libjavatuples-java"),
     "cs": (("mono",), "mono-mcs mono-runtime"),
     "php": (("php",), "php-cli"),
-    "ts": (("tsc", "node"), "node-typescript nodejs"),
+    "ts": (("node",), "nodejs npm"),
     "js": (("node",), "nodejs"),
     "sh": (("bash",), "bash"),
 }
@@ -83,9 +86,24 @@ def check_toolchain(language: str) -> None:
         missing.append("mcs")
     if language == "java" and _javatuples() is None:
         missing.append("javatuples.jar")
+    if language == "ts":
+        _check_typescript()
     if missing:
         raise UserError(f"cannot run MultiPL-E {language}: {', '.join(missing)} not found. Install it with "
                         f"`sudo apt-get install {packages}` (or run scripts/install-toolchains.sh).")
+
+
+def _check_typescript() -> None:
+    """MultiPL-E compiles with the npm release of TypeScript: a 5.x must be installed (not Debian's 4.8)."""
+    directory = typescript_dir()
+    if directory is None:
+        raise UserError(f"cannot run MultiPL-E ts: the TypeScript compiler (npm typescript@{TYPESCRIPT_VERSION}) is not "
+                        "installed. Run scripts/setup.sh (it installs it into .toolchains/), or `npm install --prefix "
+                        f"DIR typescript@{TYPESCRIPT_VERSION}` and set DFT_MM_TYPESCRIPT=DIR/node_modules/typescript.")
+    version = typescript_version(directory)
+    if not version.startswith("5."):
+        raise UserError(f"{directory} is TypeScript {version}; MultiPL-E TS needs a 5.x release "
+                        f"(typescript@{TYPESCRIPT_VERSION}, see scripts/setup.sh)")
 
 
 def _result(status: str, run: ExecResult, exit_code: int | None = None) -> dict:
