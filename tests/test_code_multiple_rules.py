@@ -7,6 +7,7 @@ release, and the batch compiler matches its ``tsc`` command line exactly."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -131,3 +132,32 @@ def test_typescript_batch_compiler_matches_tsc_command_line(tmp_path):
         if cli.returncode != 1:  # tsc emitted JavaScript
             assert batch[i]["js"] == source.with_suffix(".js").read_text()
     assert any(r["exit_code"] == 2 for r in batch) and any(r["exit_code"] == 0 for r in batch)
+
+
+# C# constructs newer than what Debian's mcs parses; Roslyn's csc (MultiPL-E's image) accepts them
+NEWER_CSHARP = {
+    "local function": "long Twice(long z) => z * 2; Debug.Assert(Twice(2) == 4);",
+    "switch expression": "long x = 1; long y = x switch { 1 => 2, _ => 0 }; Debug.Assert(y == 2);",
+    "is not pattern": "object o = 1; Debug.Assert(o is not null);",
+    "target-typed new": "System.Collections.Generic.List<long> l = new(); Debug.Assert(l.Count == 0);",
+    "index from end": "long[] a = {1, 2}; Debug.Assert(a[^1] == 2);",
+    "range": "long[] a = {1, 2, 3}; Debug.Assert(a[1..].Length == 2);",
+    "using declaration": "using var s = new System.IO.MemoryStream(); Debug.Assert(s.Length == 0);",
+    "null-coalescing assignment": "long? x = null; x ??= 3; Debug.Assert(x == 3);",
+    "default literal": "long x = default; Debug.Assert(x == 0);",
+}
+
+
+@pytest.mark.e2e
+def test_mcs_rejects_newer_csharp_constructs():
+    """The documented C# divergence: with mcs (no Roslyn csc here), each construct is a SyntaxError."""
+    try:
+        check_toolchain("cs")
+    except UserError as err:
+        pytest.skip(str(err))
+    if shutil.which("csc"):
+        pytest.skip("a Roslyn csc is installed: the divergence does not apply")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(NEWER_CSHARP, pool.map(lambda body: evaluate_program("cs", CS_MAIN.format(body)),
+                                                  NEWER_CSHARP.values())))
+    assert {name: r["status"] for name, r in results.items()} == {name: "SyntaxError" for name in NEWER_CSHARP}
