@@ -28,7 +28,7 @@ import pickle
 import sys
 import types
 
-PYLIB = "/tmp/pylib"
+PYLIB = "/opt/dft_mm/pylib"
 FIND_ZERO_RELEASE = ("                            assert abs(_poly(*inp, out)) <= atol\n"
                      "                            continue\n")
 FIND_ZERO_FIXED = ("                            assert abs(_poly(*inp, out)) <= atol\n"

@@ -23,10 +23,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-from dft_mm.evaluation.code.sandbox import Sandbox
+from dft_mm.evaluation.code.sandbox import Sandbox, Step
 
 CACHE_ROOT = Path(os.environ.get("DFT_MM_CACHE", "/var/tmp/dft_mm_cache"))  # readable by sandbox uids
 PCH_INSIDE = "/tmp/pch"
+TYPESCRIPT_INSIDE = "/opt/dft_mm/typescript"
 TSC_BATCH = Path(__file__).with_name("_tsc_batch.js")
 TYPESCRIPT_VERSION = "5.9.3"  # scripts/setup.sh installs this npm release
 PROJECT_TYPESCRIPT = Path(__file__).resolve().parents[3] / ".toolchains" / "typescript" / "node_modules" / "typescript"
@@ -100,24 +101,25 @@ def typescript_version(directory: Path) -> str:
 
 def _compile_batch(programs: list[str]) -> list[dict | None]:
     """One sandbox, one node process; None for files that did not finish before the timeout."""
-    with Sandbox() as box:
-        names = [f"p{i}.ts" for i in range(len(programs))]
-        for name, program in zip(names, programs):
-            box.write(name, program)
-        box.write("tsc_batch.js", TSC_BATCH.read_bytes())
-        box.write("manifest.json", json.dumps(names))
-        box.run(["node", "tsc_batch.js", str(typescript_dir() / "lib" / "typescript.js"), "manifest.json", "results.jsonl"],
+    box = Sandbox(ro_binds={str(typescript_dir()): TYPESCRIPT_INSIDE})
+    names = [f"p{i}.ts" for i in range(len(programs))]
+    for name, program in zip(names, programs):
+        box.write(name, program)
+    box.write("tsc_batch.js", TSC_BATCH.read_bytes())
+    box.write("manifest.json", json.dumps(names))
+    step = Step(["node", "tsc_batch.js", f"{TYPESCRIPT_INSIDE}/lib/typescript.js", "manifest.json", "results.jsonl"],
                 TSC_TIMEOUT_S + 3.0 + 1.0 * len(programs))
-        raw = (box.read("results.jsonl", max_bytes=64 << 20) or b"").decode("utf-8", errors="ignore")
-        done = {}
-        for line in raw.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            js = box.read(record["file"][:-3] + ".js", max_bytes=64 << 20) if record["exit_code"] != 1 else None
-            done[record["file"]] = {"exit_code": record["exit_code"], "stdout": record["stdout"],
-                                    "js": js.decode("utf-8", errors="ignore") if js is not None else None}
+    files = box.run([step], collect=("results.jsonl", *(n[:-3] + ".js" for n in names)),
+                    collect_max_bytes=box.limits.tmp_bytes).files
+    done = {}
+    for line in files.get("results.jsonl", b"").decode("utf-8", errors="ignore").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        js = files.get(record["file"][:-3] + ".js") if record["exit_code"] != 1 else None
+        done[record["file"]] = {"exit_code": record["exit_code"], "stdout": record["stdout"],
+                                "js": js.decode("utf-8", errors="ignore") if js is not None else None}
     return [done.get(name) for name in names]
 
 

