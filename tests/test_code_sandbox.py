@@ -280,8 +280,9 @@ def test_sandbox_sees_only_what_toolchains_need():
         assert result.exit_code == 0, result
         return result.stdout
 
-    assert set(sh("ls /").split()) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp",
-                                       "usr"}
+    assert set(sh("ls /").split()) <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "sbin",
+                                       "tmp", "usr"}
+    assert sh("ls -R /opt").split() == ["/opt:", "dft_mm", "/opt/dft_mm:", "driver.py"]
     assert set(sh("ls /etc").split()) <= {*ETC_ENTRIES, "passwd", "group"}
     assert [line.split(":")[0] for line in sh("cat /etc/passwd").splitlines()][:2] == ["root", "nobody"]
     assert int(sh("ls /proc | grep -c '^[0-9]'")) <= 4  # the driver, sh, ls, grep: no host process

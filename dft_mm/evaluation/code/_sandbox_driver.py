@@ -1,4 +1,4 @@
-"""The sandbox's PID 1 (``python3 -I -S -c <this file>``, started by :mod:`sandbox`): runs a plan's
+"""The sandbox's PID 1 (``python3 -I -S /opt/dft_mm/driver.py``, started by :mod:`sandbox`): runs a plan's
 steps one after the other inside one bubblewrap sandbox, so compiled files survive from the
 compile step to the run step on the sandbox's own size-capped tmpfs. No imports from dft_mm.
 

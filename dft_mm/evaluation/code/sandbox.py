@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import resource
+import selectors
 import shutil
 import signal
 import subprocess
@@ -61,6 +62,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_ENTRIES = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "java-17-openjdk", "java-21-openjdk",
                "mono", "php", "localtime", "timezone")
 DRIVER = Path(__file__).with_name("_sandbox_driver.py")
+DRIVER_INSIDE = "/opt/dft_mm/driver.py"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SETUP_ATTEMPTS = 5
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -145,7 +147,7 @@ def _kernel_counts_nproc_per_userns() -> bool:
 
 
 def _identity_files(uid: int, gid: int) -> tuple[bytes, bytes]:
-    passwd = f"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
     group = "root:x:0:\nnogroup:x:65534:\n"
     if uid not in (0, 65534):
         passwd += f"sandbox:x:{uid}:{gid}:sandbox:{INSIDE_WORKDIR}:/bin/sh\n"
@@ -200,8 +202,8 @@ class Sandbox:
         """Put ``name`` (relative) into the work dir of every following run."""
         self.files[name] = data.encode("utf-8") if isinstance(data, str) else data
 
-    def argv(self, passwd_fd: int, group_fd: int) -> list[str]:
-        """The bubblewrap command line (the driver's code comes last, as ``python3 -c``)."""
+    def argv(self, driver_fd: int, passwd_fd: int, group_fd: int) -> list[str]:
+        """The bubblewrap command line; the driver, passwd and group come in as in-memory files."""
         limits = self.limits
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--as-pid-1",
                 "--clearenv"]
@@ -213,6 +215,7 @@ class Sandbox:
         for entry in ETC_ENTRIES:
             argv += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
         argv += ["--ro-bind-data", str(passwd_fd), "/etc/passwd", "--ro-bind-data", str(group_fd), "/etc/group",
+                 "--ro-bind-data", str(driver_fd), DRIVER_INSIDE,
                  "--proc", "/proc", "--dev", "/dev",
                  "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
                  "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp", "--dir", INSIDE_WORKDIR]
@@ -221,7 +224,7 @@ class Sandbox:
         argv += ["--remount-ro", "/", "--chdir", INSIDE_WORKDIR]
         for key, value in self.env.items():
             argv += ["--setenv", key, value]
-        return argv + ["--", "/usr/bin/python3", "-I", "-S", "-c", DRIVER.read_text(encoding="utf-8")]
+        return argv + ["--", "/usr/bin/python3", "-I", "-S", DRIVER_INSIDE]
 
     def run(self, steps: list[Step], collect: tuple[str, ...] = (), collect_max_bytes: int = 64 << 20,
             scan: tuple[str, ...] = ()) -> Run:
@@ -241,37 +244,42 @@ class Sandbox:
         payload = json.dumps(plan).encode("utf-8")
         deadline_s = sum(s.timeout_s for s in steps) + 15.0
         for _ in range(SETUP_ATTEMPTS):
-            report, stderr = self._run_once(payload, deadline_s, len(collect) * collect_max_bytes)
+            report, stderr, timed_out = self._run_once(payload, deadline_s, len(collect) * collect_max_bytes)
             if report is not None:
                 return _parse(report)
-            if not stderr.startswith("bwrap: "):  # the driver died (the program's doing): its step failed
-                return Run([ExecResult(timeout=True, exit_code=-1, stdout="", stderr=stderr[-2048:])], {})
+            if timed_out:  # the driver enforces every step's clock; this is the whole sandbox's backstop
+                return Run([ExecResult(timeout=True, exit_code=-1, stdout="", stderr="")], {})
+            if not stderr.startswith("bwrap: "):
+                raise SandboxError(f"the sandbox driver ended without a report: {stderr.strip()[-2000:]}")
             if "namespace" in stderr or "uid map" in stderr or "Operation not permitted" in stderr:
                 raise UserError(USERNS_HELP + stderr.strip())
             time.sleep(0.5)
         raise SandboxError(f"bubblewrap could not start the sandbox: {stderr.strip()}")
 
-    def _run_once(self, payload: bytes, deadline_s: float, collect_bytes: int) -> tuple[dict | None, str]:
-        """One bubblewrap run: the driver's report (None if it wrote none) and bubblewrap's stderr."""
+    def _run_once(self, payload: bytes, deadline_s: float, collect_bytes: int) -> tuple[dict | None, str, bool]:
+        """One bubblewrap run: the driver's report (None if it wrote none), bubblewrap's stderr, and
+        whether the deadline passed."""
         uid = self.uid if self.uid is not None else os.getuid()
         gid = self.uid if self.uid is not None else os.getgid()
-        fds = [_memfd("plan", payload), *(_memfd(name, data) for name, data in zip(("passwd", "group"),
-                                                                                 _identity_files(uid, gid)))]
+        passwd, group = _identity_files(uid, gid)
+        fds = [_memfd("plan", payload), _memfd("driver", DRIVER.read_bytes()), _memfd("passwd", passwd),
+               _memfd("group", group)]
         try:
-            proc = subprocess.Popen(self.argv(fds[1], fds[2]), stdin=fds[0], stdout=subprocess.PIPE,
+            proc = subprocess.Popen(self.argv(*fds[1:]), stdin=fds[0], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, pass_fds=fds[1:], env={}, preexec_fn=self._preexec)
         finally:
             for fd in fds:
                 os.close(fd)
         limit = 2 * collect_bytes + (4 << 20)  # base64 of the collected files and the kept output
         try:
-            out, err = _communicate(proc, deadline_s, limit)
+            out, err, timed_out = _communicate(proc, deadline_s, limit)
         finally:
             _kill_group(proc)
+        stderr = err.decode("utf-8", errors="replace")
         try:
-            return json.loads(out), err.decode("utf-8", errors="replace")
+            return json.loads(out), stderr, timed_out
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return None, err.decode("utf-8", errors="replace")
+            return None, stderr, timed_out
 
     def _preexec(self) -> None:
         os.setsid()
@@ -287,18 +295,19 @@ class Sandbox:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
 
 
-def _communicate(proc: subprocess.Popen, deadline_s: float, limit: int) -> tuple[bytes, bytes]:
-    """stdout (up to ``limit`` bytes, then the sandbox is killed) and stderr of ``proc``."""
-    import selectors
-
+def _communicate(proc: subprocess.Popen, deadline_s: float, limit: int) -> tuple[bytes, bytes, bool]:
+    """stdout (up to ``limit`` bytes, then the sandbox is killed), stderr of ``proc``, and whether
+    ``deadline_s`` passed first."""
     chunks = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     selector = selectors.DefaultSelector()
     for stream in chunks:
         selector.register(stream, selectors.EVENT_READ)
     deadline = time.monotonic() + deadline_s
+    timed_out = False
     while selector.get_map():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            timed_out = True
             break
         for key, _ in selector.select(timeout=min(remaining, 1.0)):
             chunk = os.read(key.fileobj.fileno(), 1 << 20)
@@ -311,7 +320,7 @@ def _communicate(proc: subprocess.Popen, deadline_s: float, limit: int) -> tuple
         if len(chunks[proc.stdout]) >= limit:
             break
     selector.close()
-    return bytes(chunks[proc.stdout]), bytes(chunks[proc.stderr][:65536])
+    return bytes(chunks[proc.stdout]), bytes(chunks[proc.stderr][:65536]), timed_out
 
 
 def _parse(report: dict) -> Run:
