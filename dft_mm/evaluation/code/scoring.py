@@ -38,6 +38,7 @@ from dft_mm.evaluation.code.sandbox import check_bwrap
 EXECUTIONS = "executions.jsonl"
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
 EVALPLUS_VERSION = "0.3.1"  # pyproject pins it; part of every HumanEval+ execution key
+HARNESS_BATCH = 8  # HumanEval(+) samples per sandbox: the harnesses fork a child per sample, as their evaluators do
 
 
 def estimate_pass_at_k(n: int, c: int, k: int) -> float:
@@ -119,6 +120,12 @@ def run_unique(jobs: dict[str, Callable[[], dict]], cache: ExecutionCache, worke
         parallel_for_each(todo, lambda item: cache.add(item[0], item[1]()), workers, desc)
 
 
+def batches_of(items: list, workers: int, max_size: int) -> list[list]:
+    """``items`` cut into batches of at most ``max_size``, at least one per worker."""
+    size = max(1, min(max_size, -(-len(items) // workers)))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def _key(kind: str, program: str) -> str:
     return hashlib.sha256(f"{kind}\0{program}".encode("utf-8")).hexdigest()
 
@@ -136,8 +143,9 @@ def _groundtruth(problems: list[dict], dataset_hash: str, out: Path, workers: in
     problems = [p for p in problems if p["task_id"] not in oracle]
     if not problems:
         return oracle
-    parallel_for_each(problems, lambda p: oracle.__setitem__(p["task_id"], he.groundtruth(p)),
-                      workers, "HumanEval+ ground truth", unit="task")
+    parallel_for_each(batches_of(problems, workers, HARNESS_BATCH),
+                      lambda batch: oracle.update(zip([p["task_id"] for p in batch], he.groundtruth(batch))),
+                      workers, "HumanEval+ ground truth", unit="batch")
     with open(path, "wb") as handle:
         pickle.dump({"hash": dataset_hash, "evalplus": EVALPLUS_VERSION, "oracle": oracle}, handle)
     return oracle
@@ -156,20 +164,28 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
     if plus:
         dataset_hash = code_data.load_humaneval_plus(data)[1]
         expected = _groundtruth([by_id[t] for t in sorted({s["task_id"] for s in samples})], dataset_hash, out, workers)
-    jobs, keys = {}, []
+    pending, keys = {}, []
     for sample in samples:
         problem = by_id[sample["task_id"]]
         solution = sample["solution"] if "solution" in sample else problem["prompt"] + sample["completion"]
         sample["solution_text"] = solution
         key = _key(f"{benchmark}/evalplus-{EVALPLUS_VERSION}-{semantics}" if plus else benchmark, solution)
         keys.append(key)
-        if plus:
-            jobs[key] = lambda p=problem, s=solution: he.check_humaneval_plus(p, s, expected[p["task_id"]], semantics)
-        else:
-            jobs[key] = lambda p=problem, s=solution: he.check_humaneval(p, s)
+        pending[key] = (problem, solution)
     cache = ExecutionCache(out / EXECUTIONS)
+
+    def run_batch(batch: list[tuple[str, tuple[dict, str]]]) -> None:
+        pairs = [pair for _, pair in batch]
+        records = (he.check_humaneval_plus([(p, s, expected[p["task_id"]]) for p, s in pairs], semantics) if plus
+                   else he.check_humaneval(pairs))
+        for (key, _), record in zip(batch, records):
+            cache.add(key, record)
+
     try:
-        run_unique(jobs, cache, workers, f"{benchmark}: executing")
+        todo = [(key, pair) for key, pair in pending.items() if key not in cache.results]
+        if todo:
+            parallel_for_each(batches_of(todo, workers, HARNESS_BATCH), run_batch, workers,
+                              f"{benchmark}: executing", unit="batch")
     finally:
         cache.close()
     evals: dict[str, list[dict]] = collections.defaultdict(list)
@@ -197,8 +213,7 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
 def _compile_typescript_batches(programs: dict[str, str], cache: ExecutionCache, workers: int) -> dict[str, dict]:
     """tsc results for every program not executed yet, compiled in batches (see :mod:`compilers`)."""
     pending = [(key, program) for key, program in programs.items() if key not in cache.results]
-    size = max(1, min(MAX_TS_BATCH, -(-len(pending) // workers)))
-    batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+    batches = batches_of(pending, workers, MAX_TS_BATCH)
     compiled: dict[str, dict] = {}
 
     def compile_batch(batch: list[tuple[str, str]]) -> None:
