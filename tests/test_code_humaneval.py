@@ -22,3 +22,13 @@ def test_override_path_and_data_flag_use_evalplus_loader(tmp_path, monkeypatch):
     # the seven candidate(...) calls of HumanEval/0's check(), in order
     assert problems[0]["base_input"][:2] == [[[1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.3], [[1.0, 2.0, 3.9, 4.0, 5.0, 2.2], 0.05]]
     assert len(problems[0]["base_input"]) == 7
+
+
+def test_bad_humaneval_plus_files_are_named(tmp_path):
+    with pytest.raises(UserError, match="nope.jsonl does not exist"):
+        load_humaneval_plus(tmp_path / "nope.jsonl")
+    rows, _ = derived_plus.derive(load_humaneval()[:2])
+    del rows[1]["contract"]
+    path = derived_plus.write(rows, tmp_path / "bad.jsonl")
+    with pytest.raises(UserError, match=r"bad.jsonl: contract not found in HumanEval\+ #HumanEval/1"):
+        load_humaneval_plus(path)
