@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, with apt, the sandbox (bubblewrap) and the compilers/interpreters that code scoring
-# runs (dft_mm/evaluation/code): g++, OpenJDK + javatuples, php-cli, node + TypeScript, mono
+# runs (dft_mm/evaluation/code): g++, OpenJDK + javatuples, php-cli, node + npm (TypeScript itself
+# is a pinned npm package that scripts/setup.sh installs into .toolchains/), mono
 # (mcs), bash, and Debian's own python3 (sandboxed Python runs as an unprivileged uid, which must
 # be able to read the interpreter; a pyenv/conda Python under /root is not readable to it).
 # Idempotent and quiet: does nothing when every tool is already present.
@@ -12,7 +13,7 @@ declare -A need=(
   [javac]=openjdk-17-jdk-headless
   [php]=php-cli
   [node]=nodejs
-  [tsc]=node-typescript
+  [npm]=npm
   [mcs]=mono-mcs
   [mono]=mono-runtime
   [ps]=procps
@@ -23,6 +24,9 @@ for tool in "${!need[@]}"; do
 done
 [ -f /usr/share/java/javatuples.jar ] || missing+=(libjavatuples-java)
 [ -x /usr/bin/python3 ] || missing+=(python3)
+# the sandboxed Python (HumanEval(+) via EvalPlus, MultiPL-E Python) has numpy, as EvalPlus environments do
+/usr/bin/python3 -c "import numpy" 2>/dev/null || missing+=(python3-numpy)
+/usr/bin/python3 -c "import psutil" 2>/dev/null || missing+=(python3-psutil)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

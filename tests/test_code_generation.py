@@ -12,7 +12,7 @@ import pytest
 from dft_mm.cli import main as cli_main
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code.data import DEFAULT_STOP_TOKENS
-from dft_mm.evaluation.code.generation import EVALPLUS_STOP, generate
+from dft_mm.evaluation.code.generation import RAW_SAMPLES, _sample_rows, build_requests, evalplus_stop, generate
 from dft_mm.evaluation.code.pipeline import run
 
 
@@ -26,7 +26,10 @@ def test_generate_humaneval_resumes_after_a_kill(tiny_text_model, tmp_path):
     rows = _rows(path)
     assert [(r["task_id"], r["index"]) for r in sorted(rows, key=lambda r: r["task_id"])] == \
         [("HumanEval/0", 0), ("HumanEval/1", 0), ("HumanEval/2", 0)]
-    assert all(isinstance(r["completion"], str) and not any(s in r["completion"] for s in EVALPLUS_STOP) for r in rows)
+    # EvalPlus's codegen: the sanitised prompt + output as `solution`, the raw text beside it
+    raw = {r["task_id"]: r["solution"] for r in _rows(tmp_path / RAW_SAMPLES)}
+    assert sorted(raw) == sorted(r["task_id"] for r in rows)
+    assert all(not any(s in r["solution"] for s in evalplus_stop(False)[:3]) for r in rows)
 
     before = path.read_text()
     generate(tiny_text_model, "humaneval", tmp_path, limit=3, max_new_tokens=12)
@@ -44,9 +47,10 @@ def test_generate_multiple_and_chat_modes(tiny_text_model, multipl_e_dir, tmp_pa
     data = multipl_e_dir / "humaneval-cpp.jsonl"
     rows = _rows(generate(tiny_text_model, "multipl-e-cpp", tmp_path / "cpp", data=data, limit=2, max_new_tokens=16))
     assert all(r["name"] == r["task_id"] and "\n}" not in r["completion"] for r in rows)
+    assert all((r["temperature"], r["top_p"], r["max_tokens"]) == (0.0, 1.0, 16) for r in rows)  # for .results.json
 
     chat = _rows(generate(tiny_text_model, "humaneval", tmp_path / "chat", chat=True, limit=2, max_new_tokens=16))
-    assert all("solution" in r and "completion" not in r and "\n```" not in r["solution"] for r in chat)
+    assert all("solution" in r and "completion" not in r and "\n```\n" not in r["solution"] for r in chat)
 
     py = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "py", data=multipl_e_dir / "humaneval-python.jsonl",
                         limit=2, max_new_tokens=16))
@@ -78,3 +82,29 @@ def test_run_pipeline_writes_table(tiny_text_model, multipl_e_dir, tmp_path, mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert cli_main(["eval", "code", "run", "--model", str(tiny_text_model), "--out", str(tmp_path / "x"),
                      "--benchmarks", "humaneval+"]) == 2  # no HumanEval+ data here: a clear error, exit 2
+
+
+@pytest.mark.e2e
+def test_greedy_outputs_do_not_depend_on_batch_composition(tiny_text_model, multipl_e_dir, tmp_path):
+    data = multipl_e_dir / "humaneval-python.jsonl"
+    alone = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "a", data=data, limit=2, max_new_tokens=12,
+                           batch_size=1))
+    mixed = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "b", data=data, limit=6, max_new_tokens=12,
+                           batch_size=6))  # the same two prompts, batched with four others if batching were used
+    by_task = {r["task_id"]: r["completion"] for r in mixed}
+    assert {r["task_id"]: r["completion"] for r in alone} == {r["task_id"]: by_task[r["task_id"]] for r in alone}
+
+
+def test_evalplus_sample_rows_sanitise_and_expand_tabs():
+    problem = {"task_id": "HumanEval/53", "prompt": "def add(x: int, y: int):\n    \"\"\"Add.\"\"\"\n",
+               "entry_point": "add"}
+    request = build_requests("humaneval", [problem], chat=False)[0]
+    assert request["text"] == problem["prompt"].strip() + "\n" and "\ndef " in request["stop"]
+    row, raw = _sample_rows("humaneval", request, 0, "\treturn x + y\nprint(add(1, 2))\n", False, {})
+    assert raw["solution"] == request["text"] + "    return x + y\nprint(add(1, 2))\n"[:len("    return x + y")]
+    assert row["solution"] == 'def add(x: int, y: int):\n    """Add."""\n    return x + y'  # EvalPlus's sanitize
+    chat_request = build_requests("humaneval+", [problem], chat=True)[0]
+    assert chat_request["stop"][-1] == "\n```\n" and chat_request["evalplus_chat"]
+    row, raw = _sample_rows("humaneval", chat_request, 0, "import math\ndef add(x, y):\n\treturn x + y\n\n"
+                            "assert add(1, 2) == 3\n```\n", True, {})
+    assert row["solution"] == "import math\ndef add(x, y):\n    return x + y"

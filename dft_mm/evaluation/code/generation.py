@@ -2,23 +2,30 @@
 
 Prompts follow each harness:
 
-* base models (default), HumanEval(+): EvalPlus direct completion - ``prompt.strip() + "\\n"``,
-  stop strings ``EVALPLUS_STOP`` (its end-of-function markers), 768 new tokens;
-* base models, MultiPL-E: the prompt as is, the row's ``stop_tokens``, 512 new tokens;
-* ``--chat``: the tokenizer's chat template, a user turn asking for the code and an assistant
-  turn that already opens a code block (EvalPlus's instruction/response-prefix scheme; for
-  MultiPL-E the prefix also repeats the prompt so the model continues the function); the reply
-  is cut at the closing fence. HumanEval(+) chat samples carry ``solution`` (the extracted
-  code), MultiPL-E ones ``completion``.
+* HumanEval(+), as EvalPlus 0.3.1's ``codegen``, with its own prompt builder and stop strings:
+  base models get ``prompt.strip() + "\n"`` and stop at EvalPlus's ``EOS`` plus its
+  direct-completion end-of-function strings; ``--chat`` uses EvalPlus's ``make_raw_chat_prompt``
+  (the instruction, then the assistant turn opened with the response prefix and a ``python``
+  fence) and stops at ``EOS`` plus the closing fence line. 768 new tokens. Tabs become 4 spaces,
+  and the stored sample is EvalPlus's ``sanitize`` of ``prompt + output`` (of ``output`` in chat
+  mode) as ``solution``; the unsanitised text goes to ``samples.raw.jsonl``, as in EvalPlus.
+* MultiPL-E, base models: the prompt as is, the row's ``stop_tokens``, 512 new tokens;
+  ``--chat``: a user turn asking for the code and an assistant turn that already opens a fenced
+  block and repeats the prompt, so the model continues the function; cut at the closing fence.
+  Rows carry ``completion`` and MultiPL-E's ``temperature``/``top_p``/``max_tokens``.
+
+Greedy decoding (temperature 0) generates one prompt at a time, as EvalPlus's ``--greedy`` does:
+in a padded batch, the other prompts change the numerics and so the greedy output.
 
 Output: ``out/samples.jsonl`` with ``{"task_id", "index", "completion" | "solution"}`` (EvalPlus
 samples format; MultiPL-E rows also carry ``name``), appended and flushed per sample; a rerun
-skips the (task_id, index) pairs already there. Backends: ``hf`` (transformers, batched,
-KV cache, stop strings) and ``vllm`` (when installed).
+skips the (task_id, index) pairs already there. Backends: ``hf`` (transformers, KV cache, stop
+strings; sampling batches ``batch_size`` prompts) and ``vllm`` (when installed).
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from dft_mm.errors import UserError
@@ -26,37 +33,47 @@ from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.scoring import truncate_at_stop
 
-EVALPLUS_STOP = ["<|endoftext|>", "<|endofmask|>", "</s>", "\nif __name__", "\ndef main(", "\nprint(",
-                 "\ndef ", "\nclass ", "\nimport ", "\nfrom ", "\nassert "]
+EVALPLUS_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a "
+                        "markdown code block:")  # evalplus.codegen.run_codegen's prefixes
+EVALPLUS_RESPONSE = ("Below is a Python script with a self-contained function that solves the problem and passes "
+                     "corresponding tests:")
 MAX_NEW_TOKENS = {"humaneval": 768, "humaneval+": 768, "multipl-e": 512}
 LANGUAGE_NAMES = {"python": "Python", "cpp": "C++", "java": "Java", "php": "PHP", "ts": "TypeScript",
                   "cs": "C#", "sh": "Bash", "js": "JavaScript"}
 FENCE_NAMES = {"python": "python", "cpp": "cpp", "java": "java", "php": "php", "ts": "typescript",
                "cs": "csharp", "sh": "bash", "js": "javascript"}
 SAMPLES = "samples.jsonl"
+RAW_SAMPLES = "samples.raw.jsonl"  # EvalPlus's name for the unsanitised outputs
+
+
+def evalplus_stop(chat: bool) -> list[str]:
+    """EvalPlus's stop strings: its ``EOS`` plus the chat fence or the direct-completion strings."""
+    from evalplus.provider.utility import EOS, extra_eos_for_direct_completion
+
+    return [*EOS, "\n```\n"] if chat else [*EOS, *extra_eos_for_direct_completion("humaneval")]
 
 
 def build_requests(benchmark: str, problems: list[dict], chat: bool) -> list[dict]:
-    """One request per problem: ``{"task_id", "text" (before chat templating), "prefix", "stop"}``."""
+    """One request per problem: ``{"task_id", "text" (the prompt; the user turn in MultiPL-E chat
+    mode), "prefix" (MultiPL-E chat: the assistant's opening), "evalplus_chat", "stop",
+    "entry_point" (HumanEval(+))}``."""
     kind, language = code_data.parse_benchmark(benchmark)
     requests = []
     for problem in problems:
-        if kind == "multipl-e":
-            stop = code_data.stop_tokens_for(problem, language)
-            prompt = problem["prompt"]
-        else:
-            stop = EVALPLUS_STOP
-            prompt = problem["prompt"].strip() + "\n"
-        request = {"task_id": problem["task_id"], "text": prompt, "prefix": "", "stop": stop}
+        if kind != "multipl-e":  # EvalPlus codegen; its make_raw_chat_prompt builds chat prompts
+            requests.append({"task_id": problem["task_id"], "text": problem["prompt"].strip() + "\n", "prefix": "",
+                             "evalplus_chat": chat, "stop": evalplus_stop(chat),
+                             "entry_point": problem["entry_point"]})
+            continue
+        request = {"task_id": problem["task_id"], "text": problem["prompt"], "prefix": "", "evalplus_chat": False,
+                   "stop": code_data.stop_tokens_for(problem, language)}
         if chat:
             name, fence = LANGUAGE_NAMES[language], FENCE_NAMES[language]
             request["text"] = (f"Please provide a self-contained {name} script that solves the following problem "
-                               f"in a markdown code block:\n```{fence}\n{prompt.rstrip()}\n```\n")
+                               f"in a markdown code block:\n```{fence}\n{problem['prompt'].rstrip()}\n```\n")
             request["prefix"] = (f"Below is a {name} script with a self-contained function that solves the problem "
-                                 f"and passes corresponding tests:\n```{fence}\n")
-            if kind == "multipl-e":
-                request["prefix"] += prompt
-            request["stop"] = ["\n```"] + ([] if kind != "multipl-e" else stop)
+                                 f"and passes corresponding tests:\n```{fence}\n{problem['prompt']}")
+            request["stop"] = ["\n```", *request["stop"]]
         requests.append(request)
     return requests
 
@@ -84,6 +101,10 @@ class HFBackend:
     def render(self, request: dict, chat: bool) -> str:
         if not chat:
             return request["text"]
+        if request["evalplus_chat"]:
+            from evalplus.provider.utility import make_raw_chat_prompt
+
+            return make_raw_chat_prompt(request["text"], EVALPLUS_INSTRUCTION, EVALPLUS_RESPONSE, self.tokenizer)
         messages = [{"role": "user", "content": request["text"]}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + request["prefix"]
 
@@ -124,17 +145,18 @@ class VLLMBackend:
         return [out.outputs[0].text for out in self.llm.generate(prompts, params, use_tqdm=False)]
 
 
-def _sample_row(benchmark_kind: str, request: dict, index: int, text: str, chat: bool) -> dict:
+def _sample_rows(benchmark_kind: str, request: dict, index: int, text: str, chat: bool,
+                 sampling: dict) -> tuple[dict, dict | None]:
+    """The sample row and, for HumanEval(+), EvalPlus's raw row (before ``sanitize``)."""
     text = truncate_at_stop(text, request["stop"])
     row = {"task_id": request["task_id"], "index": index}
     if benchmark_kind == "multipl-e":
-        row["name"] = request["task_id"]
-        row["completion"] = text
-    elif chat:
-        row["solution"] = text
-    else:
-        row["completion"] = text
-    return row
+        return {**row, "name": request["task_id"], "completion": text, **sampling}, None
+    from evalplus.sanitize import sanitize
+
+    text = text.replace("\t", "    ")  # as EvalPlus's providers do
+    raw = text if chat else request["text"] + text
+    return {**row, "solution": sanitize(raw, entrypoint=request["entry_point"])}, {**row, "solution": raw}
 
 
 def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = "hf", n_samples: int = 1,
@@ -158,6 +180,10 @@ def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = 
         print(f"{benchmark}: all {len(requests) * n_samples} samples already in {path}")
         return path
     engine = (VLLMBackend if backend == "vllm" else HFBackend)(str(model), chat)
+    if temperature == 0 and batch_size > 1:
+        print(f"{benchmark}: greedy decoding generates one prompt at a time (--batch-size {batch_size} applies "
+              "to sampling only): in a padded batch, the other prompts change greedy outputs")
+        batch_size = 1
     # A batch shares one stop list (a sequence must not stop at another problem's stop string);
     # similar prompt lengths share a batch: less padding.
     todo.sort(key=lambda item: (item[0]["stop"], len(item[0]["text"])))
@@ -169,12 +195,17 @@ def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = 
         current.append(item)
     batches.append(current)
     limit_tokens = max_new_tokens or MAX_NEW_TOKENS[kind]
+    sampling = {"temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "max_tokens": limit_tokens}
     progress = tqdm(total=len(todo), desc=f"{benchmark}: generating", unit="sample")
-    with open_for_append(path) as handle, progress as bar:
+    raw_file = open_for_append(out / RAW_SAMPLES) if kind != "multipl-e" else contextlib.nullcontext()
+    with open_for_append(path) as handle, raw_file as raw_handle, progress as bar:
         for batch in batches:
             texts = engine.generate([engine.render(r, chat) for r, _ in batch], batch[0][0]["stop"], limit_tokens,
                                     temperature, top_p)
             for (request, index), text in zip(batch, texts):
-                append(handle, _sample_row(kind, request, index, text, chat))
+                row, raw = _sample_rows(kind, request, index, text, chat, sampling)
+                append(handle, row)
+                if raw is not None:
+                    append(raw_handle, raw)
             bar.update(len(batch))
     return path

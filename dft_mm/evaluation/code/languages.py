@@ -17,14 +17,16 @@ cs     mcs/csc ``/d:DEBUG -r:System.Numerics.dll`` fails -> SyntaxError; mono (5
        stderr -> Exception (mono exits 0 on a failed Debug.Assert); else OK
 php    "PHP Parse error" in stdout -> SyntaxError; exit != 0 -> Exception (a timeout is
        exit -1, so Exception: MultiPL-E does not test for timeouts here); else OK
-ts     tsc --target esnext (batched, see :mod:`compilers`) fails -> SyntaxError; node: Timeout;
+ts     tsc --target esnext (npm typescript 5.9.3, batched, see :mod:`compilers`) fails -> SyntaxError;
+       node: Timeout;
        0 -> OK; ERR_ASSERTION ->
        AssertionError; SyntaxError; ReferenceError; else Exception
 js     node, statuses as for ts
 sh     bash: Timeout; 0 -> OK; "syntax error" in stderr -> SyntaxError; else Exception
 =====  =======================================================================================
 
-A result passes only when ``status == "OK"``.
+A result passes only when ``status == "OK"`` and ``exit_code == 0`` (MultiPL-E's ``pass_k.py``;
+e.g. mono exiting non-zero without a failure marker is ``OK`` with exit code != 0: a failure).
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ import shutil
 from typing import Callable
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.code.compilers import PCH_INSIDE, compile_typescript, cpp_pch_dir
-from dft_mm.evaluation.code.sandbox import ExecResult, Limits, Sandbox
+from dft_mm.evaluation.code.compilers import (PCH_INSIDE, TYPESCRIPT_VERSION, compile_typescript, cpp_pch_dir,
+                                              typescript_dir, typescript_version)
+from dft_mm.evaluation.code.sandbox import ExecResult, Limits, Sandbox, Step
 
 STEP_TIMEOUT_S = 15.0  # safe_subprocess.run's default
 MONO_TIMEOUT_S = 5.0
 JAVAC_FAST_START = ("-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC")
+# size of the sandbox's writable /tmp (in memory); compilers and the Python harness get the default 256 MiB
+TMP_BYTES = {"sh": 64 << 20, "php": 64 << 20, "js": 64 << 20}
 JAVATUPLES_JARS = ("/usr/share/java/javatuples.jar", "/usr/multiple/javatuples-1.2.jar")
 
 # language -> (executables needed, Debian packages that provide them)
@@ -49,7 +54,7 @@ TOOLCHAINS: dict[str, tuple[tuple[str, ...], str]] = {
     "java": (("javac", "java"), "openjdk-17-jdk-headless libjavatuples-java"),
     "cs": (("mono",), "mono-mcs mono-runtime"),
     "php": (("php",), "php-cli"),
-    "ts": (("tsc", "node"), "node-typescript nodejs"),
+    "ts": (("node",), "nodejs npm"),
     "js": (("node",), "nodejs"),
     "sh": (("bash",), "bash"),
 }
@@ -83,9 +88,24 @@ def check_toolchain(language: str) -> None:
         missing.append("mcs")
     if language == "java" and _javatuples() is None:
         missing.append("javatuples.jar")
+    if language == "ts":
+        _check_typescript()
     if missing:
         raise UserError(f"cannot run MultiPL-E {language}: {', '.join(missing)} not found. Install it with "
                         f"`sudo apt-get install {packages}` (or run scripts/install-toolchains.sh).")
+
+
+def _check_typescript() -> None:
+    """MultiPL-E compiles with the npm release of TypeScript: a 5.x must be installed (not Debian's 4.8)."""
+    directory = typescript_dir()
+    if directory is None:
+        raise UserError(f"cannot run MultiPL-E ts: the TypeScript compiler (npm typescript@{TYPESCRIPT_VERSION}) is not "
+                        "installed. Run scripts/setup.sh (it installs it into .toolchains/), or `npm install --prefix "
+                        f"DIR typescript@{TYPESCRIPT_VERSION}` and set DFT_MM_TYPESCRIPT=DIR/node_modules/typescript.")
+    version = typescript_version(directory)
+    if not version.startswith("5."):
+        raise UserError(f"{directory} is TypeScript {version}; MultiPL-E TS needs a 5.x release "
+                        f"(typescript@{TYPESCRIPT_VERSION}, see scripts/setup.sh)")
 
 
 def _result(status: str, run: ExecResult, exit_code: int | None = None) -> dict:
@@ -97,7 +117,7 @@ def _script(interpreter: str, syntax_marker: str) -> Callable[[Sandbox, str, flo
     """Python and bash: Timeout; exit 0 -> OK; ``syntax_marker`` in stderr -> SyntaxError; else Exception."""
 
     def evaluate(box: Sandbox, path: str, run_s: float) -> dict:
-        run = box.run([interpreter, path], run_s)
+        run = box.run([Step([interpreter, path], run_s)]).results[0]
         if run.timeout:
             return _result("Timeout", run)
         if run.exit_code == 0:
@@ -105,6 +125,12 @@ def _script(interpreter: str, syntax_marker: str) -> Callable[[Sandbox, str, flo
         return _result("SyntaxError" if syntax_marker in run.stderr else "Exception", run)
 
     return evaluate
+
+
+def _compiled(box: Sandbox, build: Step, run: Step, scan: tuple[str, ...] = ()) -> tuple[ExecResult, ExecResult | None]:
+    """Compile, then (when that exited 0) run, in the same sandbox; the run's result is None after a failed build."""
+    results = box.run([build, run], scan=scan).results
+    return results[0], (results[1] if len(results) > 1 else None)
 
 
 def _compiled_run_status(run: ExecResult) -> str:
@@ -115,10 +141,10 @@ def _compiled_run_status(run: ExecResult) -> str:
 
 def _cpp(box: Sandbox, path: str, run_s: float) -> dict:
     pch = ["-include", "bits/stdc++.h", "-I", PCH_INSIDE] if PCH_INSIDE in box.ro_binds.values() else []
-    build = box.run(["g++", *pch, path, "-o", "program", "-std=c++17"], STEP_TIMEOUT_S)
-    if build.exit_code != 0:
+    build, run = _compiled(box, Step(["g++", *pch, path, "-o", "program", "-std=c++17"], STEP_TIMEOUT_S),
+                           Step(["./program"], run_s))
+    if run is None:
         return _result("SyntaxError", build)
-    run = box.run(["./program"], run_s)
     return _result(_compiled_run_status(run), run)
 
 
@@ -126,28 +152,34 @@ def _java(box: Sandbox, path: str, run_s: float) -> dict:
     jar = _javatuples()
     env = {"CLASSPATH": jar}
     # JIT/GC flags only shorten javac's own start-up; the class files are the same
-    build = box.run(["javac", *JAVAC_FAST_START, "-encoding", "UTF8", "-d", "classes", path], STEP_TIMEOUT_S, env=env)
-    if build.exit_code != 0:
+    build, run = _compiled(box, Step(["javac", *JAVAC_FAST_START, "-encoding", "UTF8", "-d", "classes", path],
+                                     STEP_TIMEOUT_S, env),
+                           Step(["java", "-ea", "-cp", f"classes:{jar}", "Problem"], run_s, env))
+    if run is None:
         return _result("SyntaxError", build)
-    run = box.run(["java", "-ea", "-cp", f"classes:{jar}", "Problem"], run_s, env=env)
     return _result(_compiled_run_status(run), run)
 
 
+CS_FAILURE_MARKERS = ("System.Diagnostics.DefaultTraceListener.Fail", "Unhandled Exception")
+
+
 def _cs(box: Sandbox, path: str, run_s: float) -> dict:
-    build = box.run([_cs_compiler(), "/d:DEBUG", "-r:System.Numerics.dll", path, "/out:program.exe"], STEP_TIMEOUT_S)
-    if build.exit_code != 0:
+    build, run = _compiled(box, Step([_cs_compiler(), "/d:DEBUG", "-r:System.Numerics.dll", path, "/out:program.exe"],
+                                     STEP_TIMEOUT_S),
+                           Step(["mono", "program.exe"], min(MONO_TIMEOUT_S, run_s),
+                                {"MONO_TRACE_LISTENER": "Console.Error"}), scan=CS_FAILURE_MARKERS)
+    if run is None:
         return _result("SyntaxError", build)
-    run = box.run(["mono", "program.exe"], min(MONO_TIMEOUT_S, run_s), env={"MONO_TRACE_LISTENER": "Console.Error"})
     if run.timeout:
         return _result("Timeout", run)
-    # MultiPL-E judges mono by stderr only (its exit code is 0 on a failed Debug.Assert); a program
-    # our sandbox killed for flooding the output is a failure too.
-    failed = "System.Diagnostics.DefaultTraceListener.Fail" in run.stderr or "Unhandled Exception" in run.stderr
-    return _result("Exception" if failed or run.output_limit_exceeded else "OK", run)
+    # MultiPL-E judges mono by its whole stderr (mono exits 0 on a failed Debug.Assert), so the markers
+    # are looked for in all of it, not only in the 2048 bytes kept; a program killed for flooding the
+    # output is a failure too.
+    return _result("Exception" if run.markers or run.output_limit_exceeded else "OK", run)
 
 
 def _php(box: Sandbox, path: str, run_s: float) -> dict:
-    run = box.run(["php", path], run_s)
+    run = box.run([Step(["php", path], run_s)]).results[0]
     if "PHP Parse error" in run.stdout:
         return _result("SyntaxError", run)
     return _result("Exception" if run.exit_code != 0 else "OK", run)
@@ -166,7 +198,7 @@ def _node_status(run: ExecResult) -> str:
 
 
 def _js(box: Sandbox, path: str, run_s: float) -> dict:
-    run = box.run(["node", path], run_s)
+    run = box.run([Step(["node", path], run_s)]).results[0]
     return _result(_node_status(run), run)
 
 
@@ -213,10 +245,10 @@ def evaluate_program(language: str, program: str, run_timeout_s: float = STEP_TI
     binds = {}
     if language == "cpp" and (pch := cpp_pch_dir()) is not None:
         binds[str(pch)] = PCH_INSIDE
-    with Sandbox(ro_binds=binds) as box:
-        name = "program" + EXTENSIONS[language]
-        box.write(name, program)
-        return EVALUATORS[language](box, name, run_timeout_s)
+    box = Sandbox(limits=Limits(tmp_bytes=TMP_BYTES.get(language, Limits().tmp_bytes)), ro_binds=binds)
+    name = "program" + EXTENSIONS[language]
+    box.write(name, program)
+    return EVALUATORS[language](box, name, run_timeout_s)
 
 
 def _ts(program: str, run_s: float, compiled: dict) -> dict:
@@ -225,7 +257,7 @@ def _ts(program: str, run_s: float, compiled: dict) -> dict:
     if compiled["exit_code"] != 0:
         return {"status": "SyntaxError", "exit_code": compiled["exit_code"], "stdout": compiled["stdout"][:keep],
                 "stderr": ""}
-    with Sandbox() as box:
-        box.write("program.js", compiled["js"])
-        run = box.run(["node", "program.js"], run_s)
+    box = Sandbox(limits=Limits(tmp_bytes=TMP_BYTES["js"]))
+    box.write("program.js", compiled["js"])
+    run = box.run([Step(["node", "program.js"], run_s)]).results[0]
     return _result(_node_status(run), run)

@@ -31,7 +31,7 @@ def run(model: str | Path, out: str | Path, benchmarks: str = "humaneval,humanev
         backend: str = "hf", n_samples: int = 1, temperature: float = 0.0, chat: bool = False,
         workers: int | None = None, multipl_e_dir: str | Path | None = None,
         humaneval_plus: str | Path | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
-        limit: int | None = None, model_name: str | None = None) -> dict[str, str]:
+        limit: int | None = None, model_name: str | None = None, evalplus_semantics: str = "release") -> dict[str, str]:
     """Generate, score and tabulate; returns the table row (also written to ``out/code_table.*``).
 
     ``multipl_e_dir`` holds local ``humaneval-<lang>.jsonl`` files (else the pinned HF dataset);
@@ -51,7 +51,8 @@ def run(model: str | Path, out: str | Path, benchmarks: str = "humaneval,humanev
         data = _data_for(name, multipl_e_dir, humaneval_plus)
         samples = generate(model, name, out / name, backend=backend, n_samples=n_samples, temperature=temperature,
                            chat=chat, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
-        scores[name] = score(name, samples, out / name, workers=workers, data=data)
+        scores[name] = score(name, samples, out / name, workers=workers, data=data,
+                             evalplus_semantics=evalplus_semantics)
     row = table_row(model_name or Path(model).name, scores)
     csv_path, md_path = write_table(out, [row])
     print(md_path.read_text(encoding="utf-8"))

