@@ -93,7 +93,7 @@ class Board:
 @pytest.fixture(scope="module")
 def board_setup(tmp_path_factory, tiny_text_model):
     root = tmp_path_factory.mktemp("llamaboard")
-    write_text_training_set(text_problems(16, seed=0), root / "data")
+    write_text_training_set(text_problems(120, seed=0), root / "data")  # 60 steps: the running plot gets drawn
     return root
 
 
@@ -108,7 +108,7 @@ def _fill_training_form(board: Board, model: Path, data: Path) -> None:
     board.page.get_by_role("option", name="synthetic_code", exact=True).filter(visible=True).click()
     board.page.keyboard.press("Escape")
     board.text("Epochs", "1")
-    board.text("Max samples", "8")
+    board.text("Max samples", "120")
     board.choose("Compute type", "fp32")  # no bf16 on this CPU
     board.number("Gradient accumulation", 1)
     board.open("Extra configurations")
@@ -127,6 +127,8 @@ def test_choose_dft_preview_train_and_plot_nll_in_a_real_browser(board_setup, ti
         board.choose("Fused head", "false")
         session.page.get_by_text("DFT alpha").filter(visible=True).wait_for()
         session.screenshot("loss_group.png")
+        loss_group = session.page.locator(".block", has=session.page.get_by_text("Loss (dft_mm)", exact=True)).last
+        loss_group.screenshot(path=str(root / "browser" / "loss_group_only.png"))
         board.click("Preview command")
         preview = session.page.locator("code").filter(has_text="llamafactory-cli train").filter(visible=True)
         preview.wait_for(timeout=30_000)
@@ -141,7 +143,8 @@ def test_choose_dft_preview_train_and_plot_nll_in_a_real_browser(board_setup, ti
             assert time.time() < deadline, (root / "webui.log").read_text()[-3000:]
             time.sleep(1)
         run = next(saves.glob("*/trainer_state.json")).parent
-        session.page.get_by_text("nll").filter(visible=True).first.wait_for(timeout=60_000)  # the plot's new panel
+        plot = session.page.locator("[data-testid='matplotlib'] img, .gradio-plot img").filter(visible=True)
+        assert plot.count() >= 1, session.page.content()[-4000:]  # drawn while the job ran
         session.screenshot("trained.png")
 
     history = json.loads((run / "trainer_state.json").read_text())["log_history"]
@@ -151,7 +154,12 @@ def test_choose_dft_preview_train_and_plot_nll_in_a_real_browser(board_setup, ti
     assert (saved["sft_loss"], saved["dft_level"], saved["dft_alpha"], saved["dft_fused"]) == ("dft", "geomean", 1.0, "false")
     trainer_log = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines()]
     assert all("nll" in entry for entry in trainer_log if "loss" in entry)
-    assert (root / "browser" / "loss_group.png").stat().st_size > 10_000
+    import llamafactory.webui.interface  # noqa: F401  (loading LlamaBoard applies the patch, as in the server)
+    from llamafactory.webui import control  # the running view draws with control.gen_loss_plot
+
+    figure = control.gen_loss_plot(trainer_log)
+    assert [ax.get_ylabel() for ax in figure.axes] == ["loss", "nll", "mean_target_prob"]
+    assert (root / "browser" / "loss_group_only.png").stat().st_size > 5_000
 
 
 def _create_ui_in_subprocess(env: dict) -> dict:
