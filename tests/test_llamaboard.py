@@ -162,8 +162,9 @@ def test_choose_dft_preview_train_and_plot_nll_in_a_real_browser(board_setup, ti
     assert (root / "browser" / "loss_group_only.png").stat().st_size > 5_000
 
 
-def _create_ui_in_subprocess(env: dict) -> dict:
-    """Build LlamaBoard's UI in a fresh process; what the Train tab holds and what the cleaner keeps."""
+def _create_ui_in_subprocess(env: dict, cwd: Path) -> dict:
+    """Build LlamaBoard's UI in a fresh process (in ``cwd``: it writes llamaboard_cache/ there);
+    whether it was patched and what the command cleaner keeps."""
     probe = """
 import json
 import llamafactory.webui.interface as interface
@@ -175,18 +176,18 @@ print(json.dumps({
 }))
 """
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **OFFLINE_ENV, **env})
+                          env={**os.environ, **OFFLINE_ENV, **env}, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "log": proc.stdout + proc.stderr}
 
 
-def test_extra_arguments_false_survives_the_command_cleaner():
-    result = _create_ui_in_subprocess({})
+def test_extra_arguments_false_survives_the_command_cleaner(tmp_path):
+    result = _create_ui_in_subprocess({}, tmp_path)
     assert result["kept"] == {"dft_fused": False, "sft_loss": "dft"}  # upstream's own False keys are still dropped
 
 
-def test_disabled_hook_leaves_the_web_ui_exactly_as_upstream():
-    result = _create_ui_in_subprocess({"DFT_MM_DISABLE": "1"})
+def test_disabled_hook_leaves_the_web_ui_exactly_as_upstream(tmp_path):
+    result = _create_ui_in_subprocess({"DFT_MM_DISABLE": "1"}, tmp_path)
     assert result["patched"] is False and result["kept"] == {"sft_loss": "dft"}
 
 
