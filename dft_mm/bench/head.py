@@ -45,8 +45,6 @@ def bench_head(
     line each; returns the records. ``chunk_sizes`` runs every method once per chunk size (a
     sweep; ``chunk_size`` otherwise); ``out`` also writes the lines to that JSONL file.
     ``device="auto"`` is ``cuda`` when available, else ``cpu``."""
-    from tqdm import tqdm
-
     from dft_mm.bench.head_worker import METHODS, BenchConfig, device_name, unavailable
 
     methods = tuple(methods or METHODS)
@@ -55,17 +53,25 @@ def bench_head(
         _check(tokens, hidden, vocab, seqs, repeats, size, alpha, level, methods, METHODS)
     device = resolve_device(device)
     runs = [(method, size) for size in sizes for method in methods]
-    records = []
-    for method, size in tqdm(runs, desc="bench head", unit="run", file=sys.stderr):
-        cfg = BenchConfig(
+    configs = [
+        BenchConfig(
             method=method, tokens=tokens, hidden=hidden, vocab=vocab, dtype=dtype, level=level, alpha=alpha,
             device=device, repeats=repeats, seqs=seqs, chunk_size=size, reference=reference,
         )
+        for method, size in runs
+    ]
+    return run_all("dft_mm.bench.head_worker", configs, unavailable, device_name(device), out, "bench head")
+
+
+def run_all(worker: str, configs: list, unavailable, device_name: str, out: str | None, desc: str) -> list[dict]:
+    """Each config in its own ``python -m worker`` process (a ``skipped`` record, without a process,
+    where ``unavailable(cfg)`` gives a reason); one JSON line each via :func:`emit`."""
+    from tqdm import tqdm
+
+    records = []
+    for cfg in tqdm(configs, desc=desc, unit="run", file=sys.stderr):
         reason = unavailable(cfg)
-        if reason:
-            record = {**asdict(cfg), "device_name": device_name(device), "skipped": reason}
-        else:
-            record = run_worker("dft_mm.bench.head_worker", asdict(cfg))
+        record = {**asdict(cfg), "device_name": device_name, "skipped": reason} if reason else run_worker(worker, asdict(cfg))
         emit(record, out)
         records.append(record)
     return records

@@ -10,10 +10,7 @@ Example::
 
 from __future__ import annotations
 
-import sys
-from dataclasses import asdict
-
-from dft_mm.bench.head import emit, resolve_device, run_worker
+from dft_mm.bench.head import resolve_device, run_all
 from dft_mm.errors import UserError
 
 
@@ -28,8 +25,6 @@ def bench_step(
 ) -> list[dict]:
     """Measure ``methods`` (default all of :data:`step_worker.METHODS`) at each token count;
     one JSON line each (``skipped`` / ``error`` where a method cannot run or crashed)."""
-    from tqdm import tqdm
-
     from dft_mm.bench.measure import device_name
     from dft_mm.bench.step_worker import DTYPES, METHODS, SHAPES, StepConfig, unavailable
 
@@ -42,15 +37,8 @@ def bench_step(
     if dtype not in DTYPES or repeats < 0 or any(count < 2 for count in tokens):
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, --repeats >= 0 and every --tokens >= 2.")
     device = resolve_device(device)
-    records = []
-    runs = [(count, method) for count in tokens for method in methods]
-    for count, method in tqdm(runs, desc="bench step", unit="run", file=sys.stderr):
-        cfg = StepConfig(method=method, shape=shape, tokens=count, dtype=dtype, device=device, repeats=repeats)
-        reason = unavailable(cfg)
-        if reason:
-            record = {**asdict(cfg), "device_name": device_name(device), "skipped": reason}
-        else:
-            record = run_worker("dft_mm.bench.step_worker", asdict(cfg))
-        emit(record, out)
-        records.append(record)
-    return records
+    configs = [
+        StepConfig(method=method, shape=shape, tokens=count, dtype=dtype, device=device, repeats=repeats)
+        for count in tokens for method in methods
+    ]
+    return run_all("dft_mm.bench.step_worker", configs, unavailable, device_name(device), out, "bench step")
