@@ -11,7 +11,7 @@
 #   1. pytest -m gpu                       (tests/test_fused_gpu.py and any other gpu test)
 #   2. dft-mm bench head, N = 16384 and 65536, H = 3584, V = 152064, bf16: triton, chunked torch,
 #      naive (16k only), Liger fused CE plain and with token scaling, the bare GEMMs
-#   3. a chunk-size sweep of both fused backends at 16k
+#   3. both fused backends at 16k with fp32 logits (--fp32-logits), and a chunk-size sweep
 #   4. dft-mm bench step: a whole training step of a Qwen2.5-Coder-3B-shaped model, 8k and 16k
 #      tokens, gradient checkpointing, bf16: HF CE, LLaMA-Factory use_dft_loss, Liger fused CE,
 #      dft_mm fused (torch and triton backends)
@@ -71,6 +71,8 @@ section() {
 BENCH=("$PY" -m dft_mm bench head --device cuda --dtype bfloat16 --hidden 3584 --vocab 152064)
 section gpu_tests 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml" tests
 section head_16k 100 "${BENCH[@]}" --tokens 16384 --out "$OUT/head_16k.jsonl"
+section head_16k_fp32_logits 60 "${BENCH[@]}" --tokens 16384 --methods triton,chunked_torch --fp32-logits \
+  --out "$OUT/head_16k_fp32_logits.jsonl"
 section head_64k 100 "${BENCH[@]}" --tokens 65536 --methods triton,chunked_torch,liger_ce,liger_dft,gemms \
   --out "$OUT/head_64k.jsonl"
 section head_chunks 100 "${BENCH[@]}" --tokens 16384 --methods triton,chunked_torch --no-reference \

@@ -178,6 +178,22 @@ def test_low_precision_matches_the_unfused_head_in_the_same_precision(backend, d
         assert _rel(g, r) < 4 * torch.finfo(dtype).eps
 
 
+def test_fp32_logits_put_bf16_gradients_at_the_rounding_floor(backend):
+    """Opt-in: the logits GEMM's fp32 accumulator instead of bf16 logits (nn.Linear's rounding)."""
+    gen = torch.Generator().manual_seed(25)
+    hidden = torch.randn(2, 40, 64, generator=gen)
+    weight = torch.randn(300, 64, generator=gen) * 0.3
+    labels = torch.randint(0, 300, (2, 40), generator=gen)
+    h16, w16 = (t.bfloat16().requires_grad_() for t in (hidden, weight))
+    ref_h, ref_w = (t.double().requires_grad_() for t in (h16.detach(), w16.detach()))
+    exact = grads_of(dft_loss(ref_h @ ref_w.T, labels), (ref_h, ref_w))
+    rounded = grads_of(linear_dft(h16, w16, labels, backend=backend, chunk_size=16), (h16, w16))
+    accurate = grads_of(linear_dft(h16, w16, labels, backend=backend, chunk_size=16, fp32_logits=True), (h16, w16))
+    for r, a, e in zip(rounded, accurate, exact):
+        floor = _rel(e.bfloat16(), e)
+        assert a.dtype == torch.bfloat16 and _rel(a, e) <= 2 * floor < _rel(r, e), (_rel(a, e), floor, _rel(r, e))
+
+
 def test_autocast_with_an_fp32_master_weight_multiplies_in_bf16_and_returns_fp32_gradients():
     hidden, weight, bias, labels = make_batch(seed=9, bias=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -28,7 +28,7 @@ def _head(args) -> int:
         tokens=args.tokens, hidden=args.hidden, vocab=args.vocab, dtype=args.dtype, level=args.level,
         alpha=args.alpha, device=args.device, repeats=args.repeats, seqs=args.seqs, chunk_size=args.chunk_size,
         methods=_methods(args.methods), reference=not args.no_reference,
-        chunk_sizes=_ints(args.chunk_sizes, "--chunk-sizes"), out=args.out,
+        chunk_sizes=_ints(args.chunk_sizes, "--chunk-sizes"), out=args.out, fp32_logits=args.fp32_logits,
     )
     return 1 if any("error" in record for record in records) else 0
 
@@ -66,6 +66,8 @@ def register(subparsers) -> None:
     head.add_argument("--chunk-sizes", default=None, help="comma-separated chunk sizes: a sweep (one run each)")
     head.add_argument("--methods", default=None, help="comma-separated subset (default all)")
     head.add_argument("--no-reference", action="store_true", help="skip the float64 gradient reference")
+    head.add_argument("--fp32-logits", action="store_true",
+                      help="fused methods: fp32 logits from the GEMM accumulator (default: rounded like nn.Linear)")
     head.add_argument("--out", default=None, help="also append the JSON lines to this file")
     head.set_defaults(handler=_head)
 

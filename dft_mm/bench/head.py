@@ -40,10 +40,12 @@ def bench_head(
     reference: bool = True,
     chunk_sizes: tuple[int, ...] | None = None,
     out: str | None = None,
+    fp32_logits: bool = False,
 ) -> list[dict]:
     """Benchmark ``methods`` (default: all of :data:`head_worker.METHODS`) and print one JSON
     line each; returns the records. ``chunk_sizes`` runs every method once per chunk size (a
-    sweep; ``chunk_size`` otherwise); ``out`` also writes the lines to that JSONL file.
+    sweep; ``chunk_size`` otherwise); ``out`` also writes the lines to that JSONL file;
+    ``fp32_logits`` runs the fused methods with fp32 logits (see :func:`dft_mm.fused.linear_dft`).
     ``device="auto"`` is ``cuda`` when available, else ``cpu``."""
     from dft_mm.bench.head_worker import METHODS, BenchConfig, device_name, unavailable
 
@@ -56,7 +58,7 @@ def bench_head(
     configs = [
         BenchConfig(
             method=method, tokens=tokens, hidden=hidden, vocab=vocab, dtype=dtype, level=level, alpha=alpha,
-            device=device, repeats=repeats, seqs=seqs, chunk_size=size, reference=reference,
+            device=device, repeats=repeats, seqs=seqs, chunk_size=size, reference=reference, fp32_logits=fp32_logits,
         )
         for method, size in runs
     ]

@@ -52,6 +52,7 @@ class BenchConfig:
     chunk_size: int | None = None
     reference: bool = True
     seed: int = 0
+    fp32_logits: bool = False  # fused methods: keep the logits GEMM's fp32 accumulator
 
 
 def make_inputs(cfg: BenchConfig):
@@ -109,7 +110,8 @@ def loss_of(cfg: BenchConfig, hidden, weight, labels) -> torch.Tensor:
     if cfg.method in ("chunked_torch", "triton"):
         backend = "torch" if cfg.method == "chunked_torch" else "triton"
         return linear_dft(
-            hidden, weight, labels, level=cfg.level, alpha=cfg.alpha, backend=backend, chunk_size=cfg.chunk_size
+            hidden, weight, labels, level=cfg.level, alpha=cfg.alpha, backend=backend, chunk_size=cfg.chunk_size,
+            fp32_logits=cfg.fp32_logits,
         )
     return _liger_loss(hidden, weight, labels, token_scaling=cfg.method == "liger_dft")
 

@@ -46,19 +46,22 @@ def _check(name: str, value, limit, ok: bool | None) -> str:
     return f"| {name} | {value if value is not None else '—'} | {limit} | {verdict} |"
 
 
-def head_targets(head_16k: list[dict], head_64k: list[dict]) -> list[str]:
+def head_targets(head_16k: list[dict], head_64k: list[dict], label: str = "") -> list[str]:
     rows = []
+    if not head_16k:
+        return rows
     m16, m64 = _by_method(head_16k), _by_method(head_64k)
     gemms = m16.get("gemms", {}).get("median_ms")
     liger_dft = m16.get("liger_dft", {}).get("median_ms")
     for method in FUSED:
         r16, r64 = m16.get(method, {}), m64.get(method, {})
+        method = label + method
         ms = r16.get("median_ms")
         rows.append(_check(f"{method}: fwd+bwd ms at 16k <= 1.10 x GEMMs", ms, None if gemms is None else round(1.1 * gemms, 1),
                            None if ms is None or gemms is None else ms <= 1.1 * gemms))
         rows.append(_check(f"{method}: faster than Liger token scaling (16k)", ms, liger_dft,
                            None if ms is None or liger_dft is None else ms < liger_dft))
-        for tokens, record, limit in ((16384, r16, 1.3), (65536, r64, 2.0)):
+        for tokens, record, limit in ((16384, r16, 1.3), (65536, r64, 2.0))[: 2 if m64 else 1]:
             extra = record.get("peak_extra_mib")
             gib = None if extra is None else round(extra / 1024, 2)
             rows.append(_check(f"{method}: peak extra GiB at {tokens}", gib, limit, None if gib is None else gib <= limit))
@@ -100,6 +103,7 @@ def summarize(out: Path) -> str:
     env = _json(out / "env.json") or {}
     sections = _lines(out / "sections.jsonl")
     head_16k, head_64k = _lines(out / "head_16k.jsonl"), _lines(out / "head_64k.jsonl")
+    head_fp32 = _lines(out / "head_16k_fp32_logits.jsonl")
     chunks, step = _lines(out / "head_chunks.jsonl"), _lines(out / "step.jsonl")
     lf, vllm = _json(out / "llamafactory_liger.json"), _json(out / "vllm.json")
     head_cols = ["method", "median_ms", "peak_extra_mib", "grad_rel_err_hidden", "grad_rel_err_weight", "grad_floor_weight"]
@@ -112,12 +116,13 @@ def summarize(out: Path) -> str:
         f"GPU tests: {_junit(out / 'gpu_tests.xml')}.", "",
         "## LM head + DFT loss, fwd+bwd, bf16, H = 3584, V = 152064", "",
         "### 16384 tokens", "", _table(head_16k, head_cols),
+        "### 16384 tokens, fused methods with fp32 logits (`--fp32-logits`)", "", _table(head_fp32, head_cols),
         "### 65536 tokens", "", _table(head_64k, head_cols),
         "### chunk-size sweep (16384 tokens)", "", _table(chunks, ["method", "chunk_size", "median_ms", "peak_extra_mib"]),
         "## Whole training step (Qwen2.5-Coder-3B shape, random weights, bf16, gradient checkpointing)", "",
         _table(step, ["method", "tokens", "median_ms", "peak_gib", "model_gib", "loss"]),
         "## Targets", "", "| target | measured | limit | verdict |", "|---|---|---|---|",
-        *head_targets(head_16k, head_64k), *step_targets(step), "",
+        *head_targets(head_16k, head_64k), *head_targets(head_fp32 + [r for r in head_16k if r["method"] in ("gemms", "liger_dft")], [], "fp32 logits "), *step_targets(step), "",
         "## llamafactory-cli train, use_liger_kernel + sft_loss: dft, fused vs dft_fused: false", "",
         ("_not run_" if lf is None else f"max relative difference {lf.get('max_rel_diff')}, equal: {lf.get('equal')}"), "",
         "## vLLM generation smoke", "",

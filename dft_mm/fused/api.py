@@ -73,6 +73,7 @@ def linear_dft_and_stats(
     segment_ids: torch.Tensor | None = None,
     logit_transform: LogitTransform | None = None,
     grad_scale: float | None = None,
+    fp32_logits: bool = False,
 ) -> tuple[torch.Tensor, LossStats]:
     """:func:`linear_dft` plus the :class:`~dft_mm.losses.LossStats` of
     :func:`dft_mm.losses.dft_loss_and_stats` (``nll_sum``, ``prob_sum``, ``num_tokens``)."""
@@ -113,6 +114,7 @@ def linear_dft_and_stats(
         segments=segments,
         transform=logit_transform,
         grad_scale=grad_scale,
+        fp32_logits=fp32_logits,
     )
     loss, nll_sum, prob_sum, num_tokens = LinearDFTFunction.apply(
         hidden.reshape(batch * seq_len, -1), weight, bias, shifted, mask, cfg
@@ -135,6 +137,7 @@ def linear_dft(
     segment_ids: torch.Tensor | None = None,
     logit_transform: LogitTransform | None = None,
     grad_scale: float | None = None,
+    fp32_logits: bool = False,
 ) -> torch.Tensor:
     """DFT loss of ``hidden @ weight.T (+ bias)`` without materialising ``[B, T, V]`` logits.
 
@@ -159,6 +162,9 @@ def linear_dft(
         grad_scale: fp16 only: the scale the loss will be multiplied by before backward (a
             GradScaler's ``get_scale()``), so the fp16 gradients round exactly as on the
             unfused path; None picks a safe power of two.
+        fp32_logits: keep each chunk's logits as the GEMM's fp32 accumulator instead of
+            rounding them to the GEMM dtype as ``nn.Linear`` does: in bf16/fp16 the gradients
+            are then at the dtype's rounding floor rather than equal to the unfused head's.
 
     Returns:
         Scalar fp32 loss; exactly 0 and still attached to the graph when no token is
@@ -187,4 +193,5 @@ def linear_dft(
         segment_ids=segment_ids,
         logit_transform=logit_transform,
         grad_scale=grad_scale,
+        fp32_logits=fp32_logits,
     )[0]

@@ -12,6 +12,9 @@ Precision (the same rounding points as ``nn.Linear`` + :func:`dft_mm.losses.dft_
 
 * the GEMMs run in the *GEMM dtype*: the autocast dtype under autocast, else the hidden
   states' dtype (an fp32 master weight is cast to it per call, as autocast does);
+* the chunk's logits are the GEMM's output in the GEMM dtype, as ``nn.Linear`` returns them
+  (``fp32_logits`` keeps the GEMM's fp32 accumulator instead: more accurate than the unfused
+  path in bf16/fp16, so no longer equal to it);
 * the softmax work is fp32 (:mod:`~dft_mm.fused.torch_rows`, :mod:`~dft_mm.fused.triton_rows`);
 * the weight and bias gradients accumulate over chunks in fp32 (fp64 for fp64 inputs) and
   are rounded once to the GEMM dtype in ``backward``, as the single backward GEMM of
@@ -73,6 +76,7 @@ class HeadConfig:
     segments: torch.Tensor | None = None  # [B, T] shifted segment ids of packed rows
     transform: LogitTransform | None = None
     grad_scale: float | None = None  # fp16: the loss scaler's scale, if known
+    fp32_logits: bool = False  # keep the logits GEMM's fp32 accumulator instead of rounding like nn.Linear
 
 
 def accumulator_dtype(gemm_dtype: torch.dtype) -> torch.dtype:
@@ -137,9 +141,17 @@ def _chunks(count: int, size: int):
         yield slice(start, min(start + size, count))
 
 
-def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``[C, H] x [V, H]^T (+ bias)`` -> ``[C, V]`` in the operands' (GEMM) dtype."""
-    return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
+def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp32_logits: bool) -> torch.Tensor:
+    """``[C, H] x [V, H]^T (+ bias)`` -> ``[C, V]``: in the operands' (GEMM) dtype, as
+    ``nn.Linear`` returns them; with ``fp32_logits``, the fp32 accumulator of the same GEMM
+    (no rounding to a low-precision dtype)."""
+    if not fp32_logits or h.dtype in (torch.float32, torch.float64):
+        return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
+    if h.is_cuda:
+        z = torch.mm(h, weight.T, out_dtype=torch.float32)
+    else:  # no mixed-dtype GEMM on CPU: exact products of the upcast operands
+        z = h.float() @ weight.float().T
+    return z if bias is None else z.add_(bias.float())
 
 
 def _logprobs(rows, z, targets, transform):
@@ -177,7 +189,9 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
     supervised = index.numel()
     w_gemm = weight.to(dtype)
     b_gemm = None if bias is None else bias.to(dtype)
-    chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], rows.bytes_per_logit(dtype), hidden.device)
+    logit_dtype = torch.float32 if cfg.fp32_logits and dtype.itemsize < 4 else dtype
+    per_logit = rows.bytes_per_logit(logit_dtype) + (dtype.itemsize if logit_dtype != dtype else 0)
+    chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], per_logit, hidden.device)
     mask_bt = mask.view(cfg.batch, cfg.seq_len)
     n_items = normaliser(mask_bt, cfg.num_items_in_batch)
     logp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
@@ -190,7 +204,7 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
     weights = None
     if two_pass or not want_grads:
         for part in _chunks(supervised, chunk):
-            z = chunk_logits(hidden[index[part]].to(dtype), w_gemm, b_gemm)
+            z = chunk_logits(hidden[index[part]].to(dtype), w_gemm, b_gemm, cfg.fp32_logits)
             logp[index[part]] = _logprobs(rows, z, targets[part], cfg.transform)
             del z
         weights = weights_from_logp()
@@ -202,11 +216,12 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
         inv_n = scale / n_items
         for part in _chunks(supervised, chunk):
             h_chunk = hidden[index[part]].to(dtype)
-            z = chunk_logits(h_chunk, w_gemm, b_gemm)
+            z = chunk_logits(h_chunk, w_gemm, b_gemm, cfg.fp32_logits)
             token_scale = None if weights is None else weights.view(-1)[index[part]] * inv_n
             chunk_logp, grad_z = _logprobs_and_grad(
                 rows, z, targets[part], cfg.transform, scale=token_scale, alpha=cfg.alpha, inv_n=inv_n
             )
+            grad_z = grad_z.to(dtype)  # the gradient GEMMs run in the GEMM dtype (a no-op unless fp32 logits)
             logp[index[part]] = chunk_logp
             grads.add_chunk(grad_z, h_chunk, index[part], w_gemm)
             del z, grad_z
