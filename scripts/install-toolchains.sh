@@ -3,6 +3,7 @@
 # runs (dft_mm/evaluation/code): g++, OpenJDK + javatuples, php-cli, node + TypeScript, mono
 # (mcs), bash, and Debian's own python3 (sandboxed Python runs as an unprivileged uid, which must
 # be able to read the interpreter; a pyenv/conda Python under /root is not readable to it).
+# Debian's chromium: the headless browser the report test opens report.html in (tests/browser.py).
 # Idempotent and quiet: does nothing when every tool is already present.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ declare -A need=(
   [mcs]=mono-mcs
   [mono]=mono-runtime
   [ps]=procps
+  [chromium]=chromium
 )
 missing=()
 for tool in "${!need[@]}"; do
