@@ -326,16 +326,27 @@ def _row_scorer(table, row: dict) -> str:
 
 
 def _relative(path: Path, out: Path) -> str:
-    return os.path.relpath(path.resolve(), out.resolve())
+    """``path`` relative to the report folder ``out``; absolute when they share nothing but ``/``."""
+    path, out = path.resolve(), out.resolve()
+    if os.path.commonpath([path, out]) == path.anchor:
+        return str(path)
+    return os.path.relpath(path, out)
+
+
+def _reference_source(reference_dir: Path, out: Path) -> str:
+    if reference_dir.resolve() == DEFAULT_REFERENCE_DIR:
+        return "eval/reference/ in dft_mm, from Wu et al. 2025, arXiv:2508.05629"
+    return _relative(reference_dir, out)
 
 
 def _paper_blocks(runs: list[Run], reference_dir: Path | None, out: Path) -> tuple[list[Block], dict[str, int]]:
     """The code table, the VLMEvalKit multimodal table, and the judge-free proxy table (each only when a run has rows)."""
-    specs = [("code_table", "Code benchmarks (pass@1, %)", None, True),
-             ("vlm_table", "Multimodal math benchmarks (VLMEvalKit, %)", "vlmevalkit", True),
-             ("vlm_table", "Multimodal math, judge-free proxy (%): not the paper's metric", "judge-free", False)]
+    specs = [("code_table", "Code benchmarks (pass@1, %)", "code", None, True),
+             ("vlm_table", "Multimodal math benchmarks (VLMEvalKit, %)", "multimodal (VLMEvalKit)", "vlmevalkit", True),
+             ("vlm_table", "Multimodal math, judge-free proxy (%): not the paper's metric",
+              "multimodal (judge-free proxy, not comparable with the paper)", "judge-free", False)]
     blocks, counts = [], {}
-    for kind, title, scorer, with_reference in specs:
+    for kind, title, short, scorer, with_reference in specs:
         keep = (lambda table, row: True) if scorer is None else (lambda table, row, s=scorer: _row_scorer(table, row) == s)
         used = [run for run in runs if any(keep(t, r) for t in run.tables.get(kind, []) for r in t.rows)]
         if not used:
@@ -344,11 +355,14 @@ def _paper_blocks(runs: list[Run], reference_dir: Path | None, out: Path) -> tup
         header, rows = results_table(kind, used, reference, keep=keep)
         if not with_reference:
             header = header[:2] + [f"{column} (proxy)" for column in header[2:]]
-        counts[title.split(" (")[0].split(",")[0]] = sum(1 for row in rows if row[0] != REFERENCE_LABEL)
+        counts[short] = sum(1 for row in rows if row[0] != REFERENCE_LABEL)
         notes = [f"Deltas in brackets are against the first row ({used[0].name}).", MISSING_NOTE]
+        without = [run.name for run in runs if run not in used]
+        if without:
+            notes.append(f"Runs without this table: {', '.join(without)}.")
         if reference:
             notes.append(f"Rows labelled '{REFERENCE_LABEL}' are the paper's published numbers "
-                         f"({_relative(reference_dir, out)}), not runs of this report.")
+                         f"({_reference_source(reference_dir, out)}), not runs of this report.")
         if not with_reference:
             notes.append("Scored by dft_mm's judge-free rule / math-verify scorer: a proxy for VLMEvalKit's judged "
                          "numbers, so the paper's rows are not shown beside it. Use 'dft-mm eval vlm vlmevalkit' for "
