@@ -414,7 +414,8 @@ def run_demo(out: str | Path = "demo_out", plan_name: str = "full", seed: int = 
     for task in TASKS:  # per task: init, base, SFT seeds, DFT seeds
         report_runs += [f"{task.name}/init={out / 'runs' / task.name / 'init'}"]
         report_runs += [f"{job.name}={job.run_dir}" for job in runs_of[task.name]]
-    report = build_report(report_runs, str(out / "report"))
+    report = build_report(report_runs, str(out / "report"), title="make demo: SFT vs DFT on tiny models, held-out data",
+                          task_notes={task.name: task.regime for task in TASKS})
     table = _write_results(out, rows, summary)
     seconds = round(time.monotonic() - started)
     print(table.read_text())

@@ -99,7 +99,7 @@ def test_no_paper_tables_when_no_paper_benchmark_was_run(tmp_path):
 def test_missing_pieces_are_shown_as_missing_not_zero(report):
     _, md = report
     assert set(_row(md, "empty", "—")[1:]) == {"—"}  # the curves table
-    assert "'loss': — missing for empty" in md
+    assert "No trainer_state.json (no curves) for: empty." in md
     assert "No token analysis for dft, empty." in md
     assert "0.00" not in "".join(line for line in md.splitlines() if line.startswith("| empty"))
 

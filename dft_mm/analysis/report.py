@@ -92,11 +92,16 @@ def _task_title(task: str) -> str:
     return task or "runs"
 
 
+STARTS = ("init", "base")  # methods drawn in grey: the untrained start and the base model
+
+
 def _colours(members: list[Member]) -> dict[str, str]:
-    """One colour per method, the same in every figure; the first method is the grey reference."""
+    """One colour per method, the same in every figure: grey for init/base (else for the first method)."""
     methods = list(dict.fromkeys(m.name.method for m in members))
-    return {method: REFERENCE_COLOUR if i == 0 else METHOD_COLOURS[(i - 1) % len(METHOD_COLOURS)]
-            for i, method in enumerate(methods)}
+    greys = [m for m in methods if m.lower() in STARTS] or methods[:1]
+    others = [m for m in methods if m not in greys]
+    return {**{m: ("#aaaaaa" if m.lower() == "init" else REFERENCE_COLOUR) for m in greys},
+            **{m: METHOD_COLOURS[i % len(METHOD_COLOURS)] for i, m in enumerate(others)}}
 
 
 def _seed_counts(members: list[Member]) -> dict[tuple[str, str], int]:
@@ -222,10 +227,13 @@ def _curve_blocks(members: list[Member], colours: dict[str, str], seeds: dict, o
         log = metric in LOG_CURVES and all(v > 0 for p in panels for s in p.series for v in s.y)
         if panels:
             blocks.append(Block("image", f"{metric} per task", image=plot_curve_panels(panels, metric, out / f"curve_{metric}.png", log)))
-        lacking = [m.run.name for m in members if metric not in m.run.curves]
+        lacking = [m.run.name for m in members if m.run.trainer_state is not None and metric not in m.run.curves]
         if lacking:
             blocks.append(Block("text", f"'{metric}': {MISSING} missing for {', '.join(lacking)} "
-                                        "(no trainer_state.json, or its log_history has no such entry)."))
+                                        "(their trainer_state.json log_history has no such entry)."))
+    untrained = [m.run.name for m in members if m.run.trainer_state is None]
+    if untrained:
+        blocks.append(Block("text", f"No trainer_state.json (no curves) for: {', '.join(untrained)}."))
     rows = []
     for member in members:
         run = member.run
