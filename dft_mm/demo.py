@@ -94,7 +94,7 @@ TASKS = (
     Task("code", NEW_KNOWLEDGE, "text", Schedule(100, 3e-3), FIRST_DEMO),
     Task("colours", NEW_KNOWLEDGE, "vl", Schedule(100, 3e-3), FIRST_DEMO),
     # chosen by `dft-mm demo --select` on the validation split (docs/analysis.md, "Selection")
-    Task("noisy-code", NOISY, "text", Schedule(200, 3e-3), {"sft": Schedule(100, 2e-3), "dft": Schedule(100, 2e-3)}),
+    Task("noisy-code", NOISY, "text", Schedule(100, 3e-3), {"sft": Schedule(100, 4e-3), "dft": Schedule(100, 1e-3)}),
 )
 # the protocol's candidates (docs/analysis.md)
 WARM_CANDIDATES = (100, 120, 140, 160, 180)
