@@ -29,6 +29,7 @@ class Series:
 class Panel:
     title: str
     series: list[Series] = field(default_factory=list)
+    ylabel: str = ""
 
 
 def _new_figure(width: float = 7.0, height: float = 4.0):
@@ -77,8 +78,8 @@ def plot_curve_panels(panels: list[Panel], metric: str, path: Path, log_scale: b
     return _save(figure, path)
 
 
-def plot_score_panels(panels: list[Panel], metric_label: str, path: Path) -> Path:
-    """Per task: one column per method, a dot per seed and a bar at the mean."""
+def plot_score_panels(panels: list[Panel], path: Path) -> Path:
+    """Per task: one column per method, a dot per seed and a bar at the mean (written at its foot)."""
     figure, axes_list = _panel_grid(len(panels), width=3.8, height=3.2)
     for axes, panel in zip(axes_list, panels):
         for index, series in enumerate(panel.series):
@@ -86,11 +87,11 @@ def plot_score_panels(panels: list[Panel], metric_label: str, path: Path) -> Pat
             axes.bar([index], [mean], width=0.6, color=series.colour, alpha=0.35)
             spread = [index + 0.12 * (i - (len(series.y) - 1) / 2) for i in range(len(series.y))]
             axes.scatter(spread, series.y, color=series.colour, s=18, zorder=3)
-            axes.annotate(f"{mean:.1f}", (index, mean), ha="center", va="bottom", fontsize=8)
+            axes.annotate(f"{mean:.1f}", (index, 1.5), ha="center", va="bottom", fontsize=8)
         axes.set_xticks(range(len(panel.series)), [s.label for s in panel.series])
         axes.set_ylim(0, 105)
         axes.set_title(panel.title, fontsize=10)
-        axes.set_ylabel(metric_label)
+        axes.set_ylabel(panel.ylabel)
     return _save(figure, path)
 
 

@@ -141,12 +141,10 @@ def _score_blocks(groups: list[ScoreGroup], colours: dict[str, str], out: Path) 
     if not groups:
         return []
     panels = [Panel(f"{_task_title(g.task)} · {_group_label(g)}",
-                    [Series(method, [], [v for _, v in g.by_method[method]], colours[method]) for method in g.by_method])
-              for g in groups]
-    metrics = sorted({g.metric for g in groups})
+                    [Series(method, [], [v for _, v in g.by_method[method]], colours[method]) for method in g.by_method],
+                    ylabel=g.metric) for g in groups]
     blocks = [Block("heading", "Scores over seeds"),
-              Block("image", "scores per method and seed", image=plot_score_panels(panels, " / ".join(metrics),
-                                                                                    out / "scores.png"))]
+              Block("image", "scores per method and seed", image=plot_score_panels(panels, out / "scores.png"))]
     rows = []
     for group in groups:
         methods = list(group.by_method)
