@@ -1,17 +1,30 @@
-"""``make demo`` / ``dft-mm demo``: the whole pipeline on tiny offline models, end to end.
+"""``make demo`` / ``dft-mm demo``: SFT vs DFT on tiny offline models, in two regimes, 3 seeds.
 
-1. build tiny random Qwen2 (text) and Qwen2.5-VL models (:mod:`dft_mm.tiny`);
-2. write synthetic tasks a tiny model can learn (:mod:`dft_mm.synthetic`): training sets in
-   the converters' formats, held-out sets as a MultiPL-E JSONL and a VLMEvalKit TSV;
-3. train through the real ``llamafactory-cli train``: a short SFT warm start from the random
-   init (the "base" model: DFT needs targets with non-negligible probability), then SFT and
-   DFT from that base with identical settings but the loss keys;
-4. score every model on the held-out sets with the real benchmark code (sandboxed MultiPL-E
-   execution; the VLM generation + judge-free scorer);
-5. run ``analyze tokens`` and ``report``; print the results table and where the report is.
+The experiment, its hypothesis and its protocol are in ``docs/analysis.md`` (written before it
+was measured). In short:
 
-The demo fails (exit code 1) unless both fine-tuned models beat their base on held-out data.
-Rerunning resumes: finished trainings and evaluations are kept.
+* **new knowledge** (tasks ``code`` and ``colours``): a base that only knows the format learns
+  facts it does not know (write ``return x + 3`` from "Return x plus 3."; name a shape's
+  colour). Predicted: SFT wins (the paper's stated limit).
+* **noisy demonstrations** (task ``noisy-code``): a base already partly competent at the same
+  skill is fine-tuned on demonstrations of which 40 % carry a wrong constant; it is scored on
+  clean problems. Predicted: DFT wins (SFT's ``1/p`` weight chases the wrong targets).
+
+Steps: build tiny random Qwen2 / Qwen2.5-VL models (:mod:`dft_mm.tiny`); write the synthetic
+data (:mod:`dft_mm.synthetic`); train through the real ``llamafactory-cli train`` (random init ->
+SFT warm start = the *base*; base -> SFT and DFT, one run per seed, identical data and settings
+but the loss keys); score every model on held-out data with the real benchmark code (sandboxed
+MultiPL-E execution; the VLM generation + judge-free scorer); run ``analyze tokens`` and
+``report``. Trainings run ``--jobs`` at a time, each on one CPU thread, so a seed's result does
+not depend on the machine's core count.
+
+Exit code 1 unless every fine-tuned model (each seed, each method, each task) beats its base on
+held-out data. Rerunning resumes: finished trainings, evaluations and analyses are kept; a
+training whose settings or starting model changed is redone, and so is everything after it.
+
+``dft-mm demo --select`` runs the protocol's selection on the *validation* split (the noisy
+regime's warm-start length and each method's learning rate and length) and writes every
+validation score it looked at; the chosen values are the ones in :data:`TASKS`.
 """
 
 from __future__ import annotations
@@ -19,84 +32,205 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
+from dft_mm.analysis.spread import Spread, compare, verdict
+
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 VL_PIXELS = {"min_pixels": 28 * 28, "max_pixels": 112 * 112}
+NEW_KNOWLEDGE, NOISY = "new knowledge", "noisy demonstrations"
+NOISE_FRACTION = 0.4  # fixed in docs/analysis.md before measuring
+LOSS_KEYS = {"sft": {"sft_loss": "nll"}, "dft": {"sft_loss": "dft"}}
+METHODS = tuple(LOSS_KEYS)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Length and peak learning rate of one training (cosine schedule, 5 % warm-up)."""
+
+    steps: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """One demo task: its regime, modality, warm start and per-method fine-tuning schedule."""
+
+    name: str
+    regime: str
+    kind: str  # "text" | "vl"
+    warm: Schedule  # random init -> base
+    finetune: dict[str, Schedule] = field(hash=False)  # method -> schedule, base -> fine-tuned
+
+    @property
+    def template(self) -> str:
+        return "empty" if self.kind == "text" else "qwen2_vl"
+
+    @property
+    def dataset(self) -> str:
+        return "synthetic_code" if self.kind == "text" else "synthetic_colours"
+
+    @property
+    def extra(self) -> dict:
+        return {} if self.kind == "text" else {"image_max_pixels": VL_PIXELS["max_pixels"], "freeze_vision_tower": False}
+
+    @property
+    def metric(self) -> str:
+        return "pass@1 (%)" if self.kind == "text" else "accuracy (%)"
+
+
+FIRST_DEMO = {method: Schedule(100, 2e-3) for method in METHODS}  # the first demo's settings, unchanged
+TASKS = (
+    Task("code", NEW_KNOWLEDGE, "text", Schedule(100, 3e-3), FIRST_DEMO),
+    Task("colours", NEW_KNOWLEDGE, "vl", Schedule(100, 3e-3), FIRST_DEMO),
+    # chosen by `dft-mm demo --select` on the validation split (docs/analysis.md, "Selection")
+    Task("noisy-code", NOISY, "text", Schedule(100, 3e-3), {"sft": Schedule(100, 4e-3), "dft": Schedule(100, 1e-3)}),
+)
+# the protocol's candidates (docs/analysis.md)
+WARM_CANDIDATES = (100, 120, 140, 160, 180)
+COMPETENT = (40.0, 80.0)  # validation pass@1 (%) of a partly competent base (amendment 1 in docs/analysis.md)
+GRID = tuple(Schedule(steps, lr) for lr in (1e-3, 2e-3, 4e-3) for steps in (50, 100))
 
 
 @dataclass(frozen=True)
 class DemoPlan:
     """Sizes of one demo run."""
 
-    text_problems: int  # synthetic text problems, training + held-out
-    text_heldout: int
-    vl_train: int
-    vl_heldout: int
-    warm_steps: int  # SFT steps from the random init to the base model
-    finetune_steps: int  # SFT and DFT steps from the base model
+    seeds: int
     batch_size: int
-    require_improvement: bool  # fail unless SFT and DFT beat the base on held-out data
+    sizes: dict[str, dict[str, int]] = field(hash=False)  # task -> split -> number of problems / images
+    max_steps: int | None  # caps every schedule (the smoke plan)
+    require_improvement: bool  # fail unless every fine-tuned model beats its base on held-out data
 
 
 PLANS = {
-    "full": DemoPlan(text_problems=240, text_heldout=40, vl_train=160, vl_heldout=32, warm_steps=100, finetune_steps=100, batch_size=16,
-                    require_improvement=True),
-    "smoke": DemoPlan(text_problems=48, text_heldout=8, vl_train=16, vl_heldout=4, warm_steps=4, finetune_steps=3, batch_size=4,
-                     require_improvement=False),
+    "full": DemoPlan(seeds=3, batch_size=16, max_steps=None, require_improvement=True, sizes={
+        "code": {"train": 200, "heldout": 40}, "colours": {"train": 160, "heldout": 32},
+        "noisy-code": {"warm": 80, "demos": 80, "validation": 40, "heldout": 40}}),
+    "smoke": DemoPlan(seeds=1, batch_size=4, max_steps=3, require_improvement=False, sizes={
+        "code": {"train": 16, "heldout": 6}, "colours": {"train": 8, "heldout": 4},
+        "noisy-code": {"warm": 12, "demos": 10, "validation": 6, "heldout": 6}}),
 }
 
 
 @dataclass(frozen=True)
-class Task:
-    """One modality of the demo: its data, template and evaluation."""
+class TaskData:
+    """Where one task's data lives: training sets (warm start; per-seed demonstrations) and eval sets."""
 
-    name: str  # "text" | "vl"
-    dataset: str
-    template: str
-    extra: dict  # more LLaMA-Factory keys
+    warm: Path
+    demos: Callable[[int], Path] = field(hash=False)  # seed -> LLaMA-Factory dataset_dir
+    heldout: Path  # MultiPL-E JSONL or VLMEvalKit TSV
+    heldout_rows: Path  # the held-out set in training format, for `analyze tokens`
+    validation: Path | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``llamafactory-cli train`` run."""
+
+    task: Task
+    name: str  # report run name, e.g. "noisy-code/dft@1"
+    run_dir: Path
+    start: Path  # model it starts from
+    data_dir: Path
+    schedule: Schedule
+    seed: int
+    loss_keys: dict = field(hash=False)
 
 
 def _log(message: str, started: float) -> None:
     print(f"[demo {time.monotonic() - started:6.0f}s] {message}", flush=True)
 
 
-def _train(task: Task, model: Path, run_dir: Path, data_dir: Path, steps: int, lr: float, plan: DemoPlan, loss_keys: dict) -> Path:
-    """One ``llamafactory-cli train`` run (skipped when its model is already saved)."""
-    if (run_dir / "model.safetensors").exists():
-        return run_dir
-    config = {
-        "model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "full",
-        "dataset": task.dataset, "dataset_dir": str(data_dir), "template": task.template, "cutoff_len": 128,
-        "output_dir": str(run_dir), "overwrite_output_dir": True, "per_device_train_batch_size": plan.batch_size,
-        "max_steps": steps, "logging_steps": max(1, steps // 10), "learning_rate": lr, "lr_scheduler_type": "cosine",
-        "warmup_steps": 0.05, "report_to": "none", "save_strategy": "no", "seed": 0, "plot_loss": False,
-        **task.extra, **loss_keys,
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def _train_config(job: Job, plan: DemoPlan) -> dict:
+    steps = job.schedule.steps if plan.max_steps is None else min(job.schedule.steps, plan.max_steps)
+    return {
+        "model_name_or_path": str(job.start), "stage": "sft", "do_train": True, "finetuning_type": "full",
+        "dataset": job.task.dataset, "dataset_dir": str(job.data_dir), "template": job.task.template, "cutoff_len": 128,
+        "output_dir": str(job.run_dir), "overwrite_output_dir": True, "per_device_train_batch_size": plan.batch_size,
+        "max_steps": steps, "logging_steps": max(1, steps // 20), "learning_rate": job.schedule.lr,
+        "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "report_to": "none", "save_strategy": "no",
+        "seed": job.seed, "plot_loss": False, "dataloader_num_workers": 0, "preprocessing_num_workers": 1,
+        **job.task.extra, **job.loss_keys,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "demo_train.yaml").write_text(yaml.safe_dump(config))
+
+
+def _is_done(job: Job, config: dict) -> bool:
+    """A finished training with exactly this config, newer than the model it started from."""
+    saved, state = job.run_dir / "demo_train.yaml", job.run_dir / "trainer_state.json"
+    start = job.start / "model.safetensors"
+    return (state.is_file() and (job.run_dir / "model.safetensors").is_file() and saved.is_file()
+            and yaml.safe_load(saved.read_text()) == config
+            and (not start.is_file() or start.stat().st_mtime < state.stat().st_mtime))
+
+
+def _train(job: Job, plan: DemoPlan) -> bool:
+    """Run ``job`` unless it is already done; returns True when it trained now (its results are new)."""
+    config = _train_config(job, plan)
+    if _is_done(job, config):
+        return False
+    shutil.rmtree(job.run_dir, ignore_errors=True)  # stale evaluations and analyses go with it
+    job.run_dir.mkdir(parents=True)
+    (job.run_dir / "demo_train.yaml").write_text(yaml.safe_dump(config))
     cli = Path(sys.executable).parent / "llamafactory-cli"
-    env = {**os.environ, **OFFLINE_ENV, "PATH": f"{cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, **OFFLINE_ENV, **ONE_THREAD, "PATH": f"{cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("DFT_MM_DISABLE", None)
-    with (run_dir / "demo_train.log").open("w") as log:
-        code = subprocess.call([str(cli), "train", str(run_dir / "demo_train.yaml")], stdout=log, stderr=subprocess.STDOUT, env=env)
-    if code != 0:
-        raise RuntimeError(f"llamafactory-cli train failed for {run_dir}; see {run_dir / 'demo_train.log'}")
-    return run_dir
+    with (job.run_dir / "demo_train.log").open("w") as log:
+        code = subprocess.call([str(cli), "train", str(job.run_dir / "demo_train.yaml")], stdout=log,
+                               stderr=subprocess.STDOUT, env=env)
+    if code != 0 or not (job.run_dir / "trainer_state.json").is_file():
+        raise RuntimeError(f"llamafactory-cli train failed for {job.name} (exit code {code}); "
+                           f"see {job.run_dir / 'demo_train.log'}")
+    return True
 
 
-def _prepare_data(out: Path, plan: DemoPlan) -> dict[str, Path]:
+def run_jobs(bases: list[Job], children: dict[str, list[Job]], plan: DemoPlan, workers: int,
+             on_done: Callable[[Job, bool], None]) -> None:
+    """Train ``bases``, then each base's ``children`` (keyed by the base's name), ``workers`` at a time.
+
+    ``on_done(job, trained_now)`` runs in this thread as each training finishes (evaluation
+    overlaps the trainings still running). A failure cancels what has not started and re-raises.
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures: dict[Future, Job] = {pool.submit(_train, job, plan): job for job in bases}
+        try:
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = futures.pop(future)
+                    trained_now = future.result()
+                    for child in children.get(job.name, []):
+                        futures[pool.submit(_train, child, plan)] = child
+                    on_done(job, trained_now)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _prepare_data(out: Path, plan: DemoPlan) -> dict[str, TaskData]:
     from PIL import Image
 
     from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
     from dft_mm.synthetic import (
+        corrupt_constants,
         split_problems,
+        split_sizes,
         text_problems,
         vl_problems,
         write_multipl_e_jsonl,
@@ -105,116 +239,264 @@ def _prepare_data(out: Path, plan: DemoPlan) -> dict[str, Path]:
     )
 
     data = out / "data"
-    train, held = split_problems(text_problems(plan.text_problems, seed=0), plan.text_heldout)
-    write_text_training_set(train, data / "text")
-    write_text_training_set(held, data / "text_heldout")  # training format: for analyze tokens
-    vl_train = vl_problems(plan.vl_train, seed=1, image_dir=data / "vl" / "images")
-    vl_held = vl_problems(plan.vl_heldout, seed=2, image_dir=data / "vl_heldout" / "images")
-    write_vl_training_set(vl_train, data / "vl")
-    write_vl_training_set(vl_held, data / "vl_heldout")
-    rows = [
-        {"index": p["index"], "image": Image.open(p["image_path"]), "question": p["question"], "answer": p["answer"], "category": "colour"}
-        for p in vl_held
-    ]
+    sizes = plan.sizes
+    code = data / "code"
+    train, held = split_problems(text_problems(sum(sizes["code"].values()), seed=0), sizes["code"]["heldout"])
+    write_text_training_set(train, code / "train")
+    write_text_training_set(held, code / "heldout_rows")
+
+    colours = data / "colours"
+    vl_train = vl_problems(sizes["colours"]["train"], seed=1, image_dir=colours / "train" / "images")
+    vl_held = vl_problems(sizes["colours"]["heldout"], seed=2, image_dir=colours / "heldout_rows" / "images")
+    write_vl_training_set(vl_train, colours / "train")
+    write_vl_training_set(vl_held, colours / "heldout_rows")
+    rows = [{"index": p["index"], "image": Image.open(p["image_path"]), "question": p["question"], "answer": p["answer"],
+             "category": "colour"} for p in vl_held]
+
+    noisy = data / "noisy-code"
+    splits = split_sizes(text_problems(sum(sizes["noisy-code"].values()), seed=3), sizes["noisy-code"])
+    write_text_training_set(splits["warm"], noisy / "warm")
+    write_text_training_set(splits["heldout"], noisy / "heldout_rows")
+
+    def noisy_demos(seed: int) -> Path:
+        folder = noisy / f"demos-s{seed}"
+        if not (folder / "dataset_info.json").is_file():
+            rows = corrupt_constants(splits["demos"], NOISE_FRACTION, seed=seed)
+            write_text_training_set(rows, folder)
+            (folder / "corrupted.json").write_text(json.dumps([r["name"] for r in rows if r["corrupted"]], indent=1))
+        return folder
+
     return {
-        "text": data / "text",
-        "vl": data / "vl",
-        "text_heldout": write_multipl_e_jsonl(held, data / "heldout" / "synthetic-python.jsonl"),
-        "text_heldout_train_format": data / "text_heldout" / "synthetic_code.json",
-        "vl_heldout": write_dataset_tsv(data / "heldout" / "synthetic_colours.tsv", rows),
-        "vl_heldout_train_format": data / "vl_heldout" / "synthetic_colours.json",
+        "code": TaskData(code / "train", lambda seed: code / "train",
+                         write_multipl_e_jsonl(held, code / "heldout" / "synthetic-python.jsonl"), code / "heldout_rows" / "synthetic_code.json"),
+        "colours": TaskData(colours / "train", lambda seed: colours / "train",
+                            write_dataset_tsv(colours / "heldout" / "synthetic_colours.tsv", rows), colours / "heldout_rows" / "synthetic_colours.json"),
+        "noisy-code": TaskData(noisy / "warm", noisy_demos, write_multipl_e_jsonl(splits["heldout"], noisy / "heldout" / "synthetic-python.jsonl"),
+                               noisy / "heldout_rows" / "synthetic_code.json",
+                               validation=write_multipl_e_jsonl(splits["validation"], noisy / "validation" / "synthetic-python.jsonl")),
     }
 
 
-def _evaluate_text(model: Path, heldout: Path, out: Path) -> float:
-    """Held-out pass@1 (%) through the MultiPL-E generation + sandboxed scoring code."""
-    from dft_mm.evaluation.code.generation import generate
-    from dft_mm.evaluation.code.scoring import score
+def evaluate(task: Task, model: Path, data: Path, out: Path) -> float:
+    """Score (%) of ``model`` on ``data`` (kept in ``out``; an existing score file is reused).
 
-    samples = generate(model, "multipl-e-python", out, data=heldout, max_new_tokens=16, batch_size=64)
-    return score("multipl-e-python", samples, out, data=heldout)["pass@1_percent"]
+    Text: MultiPL-E generation + sandboxed execution (pass@1). VL: the VLM generation +
+    judge-free scorer (accuracy).
+    """
+    if task.kind == "text":
+        from dft_mm.evaluation.code.generation import generate
+        from dft_mm.evaluation.code.scoring import score
 
-
-def _evaluate_vl(model: Path, heldout: Path, out: Path) -> float:
-    """Held-out accuracy (%) through the VLM generation + judge-free scoring code."""
+        done = out / "multipl-e-python_score.json"
+        if done.is_file():
+            return json.loads(done.read_text())["pass@1_percent"]
+        samples = generate(model, "multipl-e-python", out, data=data, max_new_tokens=16, batch_size=64)
+        return score("multipl-e-python", samples, out, data=data)["pass@1_percent"]
     from dft_mm.evaluation.vlm.generate import generate_predictions
     from dft_mm.evaluation.vlm.score import score_predictions
 
-    predictions = generate_predictions(str(model), str(heldout), out, backend="hf", max_new_tokens=40, batch_size=16, **VL_PIXELS)
-    return score_predictions(str(heldout), predictions, out)["Overall"]
+    done = out / f"{data.stem}_score.json"
+    if done.is_file():
+        return json.loads(done.read_text())["Overall"]
+    predictions = generate_predictions(str(model), str(data), out, backend="hf", max_new_tokens=40, batch_size=16, **VL_PIXELS)
+    return score_predictions(str(data), predictions, out)["Overall"]
 
 
-def _write_results(out: Path, results: list[dict]) -> Path:
-    columns = ["task", "model", "held-out metric", "score (%)"]
+def _setup(out: Path, plan_name: str, workers: int | None):
+    """Models, data and the worker count shared by the demo and the selection."""
+    import torch
+
+    from dft_mm.tiny import build_tiny_text, build_tiny_vl
+
+    os.environ.update(OFFLINE_ENV)
+    torch.set_num_threads(1)  # evaluation and analysis in this process: same results on any machine
+    models = out / "models"
+    init = {
+        "text": models / "text-init" if (models / "text-init" / "config.json").exists()
+        else build_tiny_text(models / "text-init", hidden_size=96),
+        "vl": models / "vl-init" if (models / "vl-init" / "config.json").exists() else build_tiny_vl(models / "vl-init"),
+    }
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    return PLANS[plan_name], init, _prepare_data(out, PLANS[plan_name]), workers
+
+
+def _finetune_jobs(task: Task, base: Job, data: TaskData, seeds: list[int], runs: Path,
+                   schedules: dict[str, list[Schedule]] | None = None) -> list[Job]:
+    """SFT and DFT from ``base`` for every seed (and every schedule of ``schedules``, when selecting)."""
+    jobs = []
+    for method in METHODS:
+        for schedule in (schedules or {m: [task.finetune[m]] for m in METHODS})[method]:
+            suffix = "" if schedules is None else f"-lr{schedule.lr:g}-n{schedule.steps}"
+            for seed in seeds:
+                jobs.append(Job(task, f"{task.name}/{method}{suffix}@{seed}", runs / f"{method}{suffix}-s{seed}",
+                                base.run_dir, data.demos(seed), schedule, seed, LOSS_KEYS[method]))
+    return jobs
+
+
+def _write_results(out: Path, rows: list[dict], summary: list[dict]) -> Path:
     with (out / "demo_results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(results)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in results]
+        writer.writerows(rows)
+    header = ["regime", "task", "held-out metric", "init", "base", "SFT", "DFT", "verdict (rule in docs/analysis.md)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(item[key]) for key in ("regime", "task", "metric", "init", "base", "sft", "dft", "verdict")) + " |"
+              for item in summary]
+    lines += ["", "SFT / DFT: mean ± sd (min–max, n seeds) on the held-out split. Every seed: demo_results.csv."]
     path = out / "demo_results.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def run_demo(out: str | Path = "demo_out", plan_name: str = "full") -> int:
-    """Run the demo into ``out``; returns 0 when SFT and DFT both beat their base model."""
+def run_demo(out: str | Path = "demo_out", plan_name: str = "full", seed: int = 0, workers: int | None = None) -> int:
+    """Run the demo into ``out``; returns 0 when every fine-tuned model beats its base on held-out data."""
     from dft_mm.analysis.report import build_report
     from dft_mm.analysis.token_probs import analyze_tokens
-    from dft_mm.tiny import build_tiny_text, build_tiny_vl
 
-    os.environ.update(OFFLINE_ENV)
-    plan, out, started = PLANS[plan_name], Path(out).resolve(), time.monotonic()
-    models, runs = out / "models", out / "runs"
-    _log(f"building tiny models and synthetic data in {out}", started)
-    init = {
-        "text": models / "text-init" if (models / "text-init").exists() else build_tiny_text(models / "text-init", hidden_size=96),
-        "vl": models / "vl-init" if (models / "vl-init").exists() else build_tiny_vl(models / "vl-init"),
-    }
-    data = _prepare_data(out, plan)
-    tasks = {
-        "text": Task("text", "synthetic_code", "empty", {}),
-        "vl": Task("vl", "synthetic_colours", "qwen2_vl", {"image_max_pixels": VL_PIXELS["max_pixels"], "freeze_vision_tower": False}),
-    }
-    evaluate = {"text": (_evaluate_text, data["text_heldout"], "MultiPL-E-format pass@1"),
-                "vl": (_evaluate_vl, data["vl_heldout"], "VLMEvalKit-format accuracy")}
-    results, failures = [], []
-    for name, task in tasks.items():
-        _log(f"{name}: SFT warm start from the random init ({plan.warm_steps} steps) -> base", started)
-        base = _train(task, init[name], runs / f"{name}-base", data[name], plan.warm_steps, 3e-3, plan, {})
-        trained = {"init": init[name], "base": base}
-        for loss, keys in (("sft", {"sft_loss": "nll"}), ("dft", {"sft_loss": "dft"})):
-            _log(f"{name}: {loss.upper()} from base ({plan.finetune_steps} steps)", started)
-            trained[loss] = _train(task, base, runs / f"{name}-{loss}", data[name], plan.finetune_steps, 2e-3, plan, keys)
-        scorer, heldout, metric = evaluate[name]
-        scores = {}
-        for label, model in trained.items():
-            _log(f"{name}: evaluating {label} on the held-out set", started)
-            scores[label] = scorer(model, heldout, runs / f"{name}-{label}" / "eval")
-            results.append({"task": name, "model": f"{name}-{label}", "held-out metric": metric, "score (%)": f"{scores[label]:.2f}"})
-        failures += [f"{name}-{loss} ({scores[loss]:.2f}%) did not beat {name}-base ({scores['base']:.2f}%)"
-                     for loss in ("sft", "dft") if scores[loss] <= scores["base"]]
-        _log(f"{name}: token-probability analysis", started)
-        analyze_tokens(
-            [f"{label}={trained[label]}" for label in ("base", "sft", "dft")],
-            str(data[f"{name}_heldout_train_format"]), task.template, str(runs / f"{name}-dft" / "analysis"),
-            set_args=[f"{key}={value}" for key, value in task.extra.items()],
-        )
-    report = build_report([f"{name}-{label}={runs / f'{name}-{label}'}" for name in tasks for label in ("base", "sft", "dft")], str(out / "report"))
-    table = _write_results(out, results)
+    out, started = Path(out).resolve(), time.monotonic()
+    load_at_start = _load()
+    _log(f"building tiny models and synthetic data in {out} ({load_at_start})", started)
+    plan, init, data, workers = _setup(out, plan_name, workers)
+    seeds = list(range(seed, seed + plan.seeds))
+    scores: dict[str, float] = {}
+    bases, children, runs_of = [], {}, {}
+    for task in TASKS:
+        runs = out / "runs" / task.name
+        base = Job(task, f"{task.name}/base", runs / "base", init[task.kind], data[task.name].warm, task.warm, seed, {})
+        bases.append(base)
+        children[base.name] = _finetune_jobs(task, base, data[task.name], seeds, runs)
+        runs_of[task.name] = [base, *children[base.name]]
+    _log(f"{len(bases)} warm starts, then {sum(map(len, children.values()))} fine-tunings, {workers} at a time "
+         f"(tasks: {', '.join(t.name for t in TASKS)}; seeds {seeds})", started)
+    for task in TASKS:  # the untrained start, scored while the warm starts train
+        scores[f"{task.name}/init"] = evaluate(task, init[task.kind], data[task.name].heldout,
+                                               out / "runs" / task.name / "init" / "eval" / "heldout")
+    pending = {task.name: len(runs_of[task.name]) for task in TASKS}
+    retrained: set[str] = set()
+
+    def on_done(job: Job, trained_now: bool) -> None:
+        name, task = job.name, job.task
+        scores[name] = evaluate(task, job.run_dir, data[task.name].heldout, job.run_dir / "eval" / "heldout")
+        _log(f"{name}: {'trained' if trained_now else 'kept from an earlier run'}; "
+             f"held-out {task.metric} {scores[name]:.2f}", started)
+        pending[task.name] -= 1
+        retrained.update([task.name] if trained_now else [])
+        if pending[task.name] == 0:
+            analysis = runs_of[task.name][0].run_dir / "analysis"
+            if task.name in retrained:  # analyze tokens resumes by model dir; these models are new
+                shutil.rmtree(analysis, ignore_errors=True)
+            _log(f"{task.name}: token-probability analysis of {len(runs_of[task.name])} models", started)
+            analyze_tokens([f"{j.name}={j.run_dir}" for j in runs_of[task.name]], str(data[task.name].heldout_rows),
+                           task.template, str(analysis), set_args=[f"{key}={value}" for key, value in task.extra.items()])
+
+    run_jobs(bases, children, plan, workers, on_done)
+
+    rows, summary, failures = [], [], []
+    for task in TASKS:
+        base = scores[f"{task.name}/base"]
+        for label in ("init", "base"):
+            rows.append({"regime": task.regime, "task": task.name, "model": label, "seed": "", "metric": task.metric,
+                         "score": f"{scores[f'{task.name}/{label}']:.2f}"})
+        spreads = {}
+        for method in METHODS:
+            values = [scores[f"{task.name}/{method}@{s}"] for s in seeds]
+            spreads[method] = Spread(tuple(values))
+            rows += [{"regime": task.regime, "task": task.name, "model": method, "seed": s, "metric": task.metric,
+                      "score": f"{v:.2f}"} for s, v in zip(seeds, values)]
+            failures += [f"{task.name}/{method}@{s} ({v:.2f}) did not beat {task.name}/base ({base:.2f})"
+                         for s, v in zip(seeds, values) if v <= base]
+        summary.append({"regime": task.regime, "task": task.name, "metric": task.metric,
+                        "init": f"{scores[f'{task.name}/init']:.2f}", "base": f"{base:.2f}",
+                        "sft": spreads["sft"].text(), "dft": spreads["dft"].text(),
+                        "winner": {1: "DFT", -1: "SFT", 0: None}[compare(spreads["dft"], spreads["sft"])],
+                        "verdict": verdict("DFT", spreads["dft"], "SFT", spreads["sft"])})
+    report_runs = []
+    for task in TASKS:  # per task: init, base, SFT seeds, DFT seeds
+        report_runs += [f"{task.name}/init={out / 'runs' / task.name / 'init'}"]
+        report_runs += [f"{job.name}={job.run_dir}" for job in runs_of[task.name]]
+    report = build_report(report_runs, str(out / "report"), title="make demo: SFT vs DFT on tiny models, held-out data",
+                          task_notes={task.name: task.regime for task in TASKS})
+    table = _write_results(out, rows, summary)
+    seconds = round(time.monotonic() - started)
     print(table.read_text())
-    (out / "demo_summary.json").write_text(json.dumps({"results": results, "failures": failures, "seconds": round(time.monotonic() - started)}, indent=2))
-    _log(f"report: {report} (and report.html); results: {table}", started)
+    (out / "demo_summary.json").write_text(json.dumps({
+        "plan": plan_name, "seeds": seeds, "workers": workers, "summary": summary, "results": rows, "failures": failures,
+        "seconds": seconds, "load_at_start": load_at_start, "load_at_end": _load()}, indent=2))
+    _log(f"report: {report} (and report.html); results: {table}; {seconds} s ({_load()})", started)
     if failures and plan.require_improvement:
         print("demo FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
     if plan.require_improvement:
-        _log("demo passed: SFT and DFT both beat their base model on held-out data", started)
+        _log("demo passed: every fine-tuned model beat its base on held-out data", started)
     return 0
 
 
+def choose_warm_start(bases: list[Job], scores: dict[str, float]) -> Job:
+    """The shortest base within :data:`COMPETENT` on validation, else the one closest to its middle."""
+    low, high = COMPETENT
+    inside = [b for b in sorted(bases, key=lambda b: b.schedule.steps) if low <= scores[b.name] <= high]
+    return inside[0] if inside else min(bases, key=lambda b: (abs(scores[b.name] - (low + high) / 2), b.schedule.steps))
+
+
+def choose(scores: dict[Schedule, Spread]) -> Schedule:
+    """The protocol's pick: highest mean; ties to fewer steps, then the smaller learning rate."""
+    return max(scores, key=lambda s: (round(scores[s].mean, 6), -s.steps, -s.lr))
+
+
+def select_settings(out: str | Path = "demo_select", plan_name: str = "full", seed: int = 0, workers: int | None = None,
+                    warm_candidates: tuple[int, ...] = WARM_CANDIDATES, grid: tuple[Schedule, ...] = GRID) -> dict:
+    """The protocol's selection for ``noisy-code``, on its validation split only; writes ``out/selection.{md,json}``."""
+    out, started = Path(out).resolve(), time.monotonic()
+    plan, init, data, workers = _setup(out, plan_name, workers)
+    task = next(t for t in TASKS if t.name == "noisy-code")
+    task_data, runs = data[task.name], out / "runs" / task.name
+    seeds = list(range(seed, seed + plan.seeds))
+    scores: dict[str, float] = {}
+
+    def on_done(job: Job, trained_now: bool) -> None:
+        scores[job.name] = evaluate(task, job.run_dir, task_data.validation, job.run_dir / "eval" / "validation")
+        _log(f"{job.name}: validation pass@1 {scores[job.name]:.2f}", started)
+
+    bases = [Job(task, f"{task.name}/base-w{w}", runs / f"base-w{w}", init["text"], task_data.warm,
+                 replace(task.warm, steps=w), seed, {}) for w in warm_candidates]
+    run_jobs(bases, {}, plan, workers, on_done)
+    base = choose_warm_start(bases, scores)
+    _log(f"warm start: {base.schedule.steps} steps (validation {scores[base.name]:.2f})", started)
+    jobs = _finetune_jobs(task, base, task_data, seeds, runs / f"w{base.schedule.steps}", {m: list(grid) for m in METHODS})
+    run_jobs(jobs, {}, plan, workers, on_done)
+    chosen, table = {}, []
+    for method in METHODS:
+        spreads = {s: Spread(tuple(scores[j.name] for j in jobs if j.name.startswith(f"{task.name}/{method}-")
+                                   and j.schedule == s)) for s in grid}
+        chosen[method] = choose(spreads)
+        table += [[method, f"{s.lr:g}", str(s.steps), spreads[s].text(), "chosen" if s == chosen[method] else ""] for s in grid]
+    result = {"warm_steps": {str(b.schedule.steps): scores[b.name] for b in bases}, "chosen_warm_steps": base.schedule.steps,
+              "chosen": {m: {"steps": s.steps, "lr": s.lr} for m, s in chosen.items()}, "seeds": seeds,
+              "validation_scores": scores, "seconds": round(time.monotonic() - started), "load_at_end": _load()}
+    (out / "selection.json").write_text(json.dumps(result, indent=2))
+    lines = ["| warm-start steps | base validation pass@1 (%) |", "|---|---|"]
+    lines += [f"| {b.schedule.steps} | {scores[b.name]:.2f}{' (chosen)' if b is base else ''} |" for b in bases]
+    lines += ["", "| method | lr | steps | validation pass@1 (%), mean ± sd (min–max, n) | |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    (out / "selection.md").write_text("\n".join(lines) + "\n")
+    print((out / "selection.md").read_text())
+    _log(f"selection: {out / 'selection.md'}", started)
+    return result
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="the whole pipeline on tiny offline models (what `make demo` runs)")
-    parser.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
+    parser = subparsers.add_parser("demo", help="SFT vs DFT on tiny offline models, two regimes, 3 seeds (what `make demo` runs)")
+    parser.add_argument("--out", help="output directory (default: demo_out, or demo_select with --select)")
     parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="full (the demo) or smoke (tests)")
-    parser.set_defaults(handler=lambda args: run_demo(args.out, args.plan))
+    parser.add_argument("--seed", type=int, default=0, help="first training seed; the plan's seeds follow it (default 0)")
+    parser.add_argument("--jobs", type=int, help="trainings at a time, one CPU thread each (default: CPUs, at most 4)")
+    parser.add_argument("--select", action="store_true",
+                        help="run the protocol's selection on the validation split instead of the demo")
+
+    def handler(args) -> int:
+        if args.select:
+            select_settings(args.out or "demo_select", args.plan, args.seed, args.jobs)
+            return 0
+        return run_demo(args.out or "demo_out", args.plan, args.seed, args.jobs)
+
+    parser.set_defaults(handler=handler)

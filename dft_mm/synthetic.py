@@ -3,7 +3,9 @@
 * Text: write a one-line Python function from its docstring (``Return x plus 3.`` ->
   ``return x + 3``). Training rows are LLaMA-Factory alpaca records (template ``empty``) whose
   instruction is the completion-mode prompt; the held-out set is a MultiPL-E-format JSONL scored by the real
-  MultiPL-E scorer.
+  MultiPL-E scorer. :func:`corrupt_constants` makes the *noisy demonstrations* of the demo's
+  second regime: a fraction of the completions get a wrong constant (``return x + 7`` for
+  "plus 3").
 * Vision-language: name the colour of the shape in a drawn image. Training rows are
   LLaMA-Factory sharegpt records in the WeThink converter's format
   (``<think>...</think><answer>...</answer>``) with the template's default system prompt, as
@@ -41,6 +43,8 @@ def text_problems(count: int, seed: int) -> list[dict]:
                 "name": f"synthetic_{index}_{name}",
                 "prompt": prompt,
                 "completion": f"    return x {symbol} {k}\n",
+                "symbol": symbol,
+                "constant": k,
                 "tests": f"\n\ndef check(candidate):\n{asserts}\ndef test_check():\n    check({name})\n\ntest_check()\n",
             }
         )
@@ -50,6 +54,38 @@ def text_problems(count: int, seed: int) -> list[dict]:
 def split_problems(problems: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
     """(train, held-out) with the held-out problems taken from the end."""
     return problems[:-held_out], problems[-held_out:]
+
+
+def split_sizes(problems: list[dict], sizes: dict[str, int]) -> dict[str, list[dict]]:
+    """Consecutive disjoint splits, e.g. ``{"warm": 80, "demos": 80, "validation": 40, "heldout": 40}``."""
+    if sum(sizes.values()) > len(problems):
+        raise ValueError(f"splits {sizes} need {sum(sizes.values())} problems; got {len(problems)}")
+    splits, start = {}, 0
+    for name, size in sizes.items():
+        splits[name], start = problems[start:start + size], start + size
+    return splits
+
+
+def corrupt_constants(problems: list[dict], fraction: float, seed: int) -> list[dict]:
+    """Copies of ``problems`` where ``round(fraction * len)`` of them, drawn with ``seed``, carry a
+    wrong constant (uniform over the other nine digits); those get ``"corrupted": True``.
+
+    Only the completion (the demonstration) changes; prompt and tests stay those of the task.
+
+    >>> rows = corrupt_constants(text_problems(10, seed=0), 0.4, seed=1)
+    >>> sum(row["corrupted"] for row in rows)
+    4
+    """
+    rng = random.Random(seed)
+    wrong = set(rng.sample(range(len(problems)), round(fraction * len(problems))))
+    rows = []
+    for index, problem in enumerate(problems):
+        row = {**problem, "corrupted": index in wrong}
+        if row["corrupted"]:
+            constant = rng.choice([k for k in range(10) if k != problem["constant"]])
+            row["completion"] = f"    return x {problem['symbol']} {constant}\n"
+        rows.append(row)
+    return rows
 
 
 def write_text_training_set(problems: list[dict], out_dir: Path, name: str = "synthetic_code") -> Path:

@@ -4,6 +4,7 @@
 # is a pinned npm package that scripts/setup.sh installs into .toolchains/), mono
 # (mcs), bash, and Debian's own python3 (sandboxed Python runs as an unprivileged uid, which must
 # be able to read the interpreter; a pyenv/conda Python under /root is not readable to it).
+# Debian's chromium: the headless browser the report test opens report.html in (tests/browser.py).
 # Idempotent and quiet: does nothing when every tool is already present.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ declare -A need=(
   [mcs]=mono-mcs
   [mono]=mono-runtime
   [ps]=procps
+  [chromium]=chromium
 )
 missing=()
 for tool in "${!need[@]}"; do

@@ -5,7 +5,11 @@ A run dir is a ``llamafactory-cli train`` output dir. :func:`read_run` collects
 * ``trainer_state.json`` (the dir's own, else the latest ``checkpoint-N/``'s): its
   ``log_history`` training entries give the curves (``loss``, ``nll``, ``mean_target_prob``);
 * every ``code_table.csv`` / ``vlm_table.csv`` (``dft-mm eval code|vlm run``) below it;
-* every ``token_probs.json`` (``dft-mm analyze tokens``) below it.
+* every ``token_probs.json`` (``dft-mm analyze tokens``) below it;
+* every ``<dataset>_score.json`` (``dft-mm eval code|vlm score``) below it, with the scorer that
+  produced it: code scores come from execution; a VLM score is ``"vlmevalkit"`` (the kit's
+  judged / official number) only when its file says so, otherwise ``"judge-free"`` (our rule
+  and math-verify scorer: a proxy, never a number for the paper's columns).
 
 Missing pieces stay ``None`` / empty; unreadable files raise :class:`UserError` naming the file.
 """
@@ -32,6 +36,26 @@ class Table:
     rows: list[dict[str, str]]
 
 
+@dataclass(frozen=True)
+class Score:
+    """The headline number of one ``<dataset>_score.json``."""
+
+    dataset: str
+    metric: str
+    value: float | None
+    folder: str  # the score file's folder, relative to the run dir ("." for the run dir itself)
+    scorer: str  # "execution" (code), "vlmevalkit" or "judge-free" (VLM)
+    judge: str | None = None
+
+    @property
+    def scorer_label(self) -> str:
+        if self.scorer == "vlmevalkit":
+            return "VLMEvalKit" + (f" (judge: {self.judge})" if self.judge else "")
+        if self.scorer == "judge-free":
+            return "judge-free proxy" + (f" (judge: {self.judge})" if self.judge else "")
+        return self.scorer
+
+
 @dataclass
 class Run:
     """Everything found for one ``--run NAME=DIR``."""
@@ -42,20 +66,36 @@ class Run:
     curves: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     tables: dict[str, list[Table]] = field(default_factory=dict)  # "code_table" / "vlm_table" -> tables
     token_probs: list[tuple[Path, dict]] = field(default_factory=list)
-    scores: list[tuple[str, str, float | None]] = field(default_factory=list)  # (dataset, metric, value)
+    scores: list[Score] = field(default_factory=list)
 
 
 # headline metric of a ``<dataset>_score.json`` written by ``eval code score`` / ``eval vlm score``
 HEADLINE_METRICS = (("pass@1_percent", "pass@1 (%)"), ("score_strict", "score_strict (%)"), ("Overall", "Overall (%)"))
+VLM_SCORERS = ("vlmevalkit", "judge-free")
 
 
-def headline_score(path: Path, payload: dict) -> tuple[str, str, float | None] | None:
-    """``(dataset, metric, value)`` of one score file; None when it carries no known metric."""
+def vlm_scorer(payload: dict) -> str:
+    """``"vlmevalkit"`` only when the score file says so; anything else is a judge-free proxy."""
+    return "vlmevalkit" if payload.get("scorer") == "vlmevalkit" else "judge-free"
+
+
+def headline_score(path: Path, payload: dict, run_dir: Path | None = None) -> Score | None:
+    """The headline :class:`Score` of one score file; None when it carries no known metric."""
     dataset = payload.get("benchmark") or path.name.removesuffix("_score.json")
+    folder = str(path.parent.relative_to(run_dir)) if run_dir else str(path.parent)
     for key, label in HEADLINE_METRICS:
         if key in payload:
-            return dataset, label, payload[key]
+            code = key == "pass@1_percent"
+            judge = None if code else payload.get("judge") if isinstance(payload.get("judge"), str) else None
+            return Score(dataset, label, payload[key], folder, "execution" if code else vlm_scorer(payload), judge)
     return None
+
+
+def table_scorer(table: Table) -> str:
+    """Who scored a ``vlm_table.csv``: ``"vlmevalkit"`` only when every score file beside or below it says so."""
+    payloads = [_read_json(p) for p in sorted(table.path.parent.rglob("*_score.json"))]
+    scorers = {vlm_scorer(p) for p in payloads if isinstance(p, dict)}
+    return "vlmevalkit" if scorers == {"vlmevalkit"} else "judge-free"
 
 
 def _read_json(path: Path):
@@ -106,6 +146,6 @@ def read_run(name: str, run_dir: str) -> Run:
     for kind in ("code_table", "vlm_table"):
         run.tables[kind] = [read_table(p) for p in sorted(path.rglob(f"{kind}.csv"))]
     run.token_probs = [(p, _read_json(p)) for p in sorted(path.rglob("token_probs.json"))]
-    found = (headline_score(p, _read_json(p)) for p in sorted(path.rglob("*_score.json")))
+    found = (headline_score(p, _read_json(p), path) for p in sorted(path.rglob("*_score.json")))
     run.scores = [score for score in found if score is not None]
     return run

@@ -8,8 +8,9 @@ after the paper's ones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
-from dft_mm.analysis.runs import Run, read_table
+from dft_mm.analysis.runs import Run, Table, read_table
 from dft_mm.evaluation.code.table import COLUMNS as CODE_TABLE_COLUMNS
 from dft_mm.evaluation.vlm.table import TABLE_COLUMNS as VLM_TABLE_COLUMNS
 
@@ -19,7 +20,7 @@ CODE_COLUMNS = tuple(c for c in CODE_TABLE_COLUMNS if c != "model")
 VLM_COLUMNS = tuple(c for c in VLM_TABLE_COLUMNS if c != "model")
 PAPER_COLUMNS = {"code_table": CODE_COLUMNS, "vlm_table": VLM_COLUMNS}
 REFERENCE_FILES = {"code_table": "code.csv", "vlm_table": "vlm.csv"}
-NON_METRIC = ("model", "source")
+NON_METRIC = ("model", "source", "scorer")
 
 
 def number(text: str | None) -> float | None:
@@ -50,26 +51,33 @@ def column_order(kind: str, tables) -> list[str]:
     return columns
 
 
-def run_rows(kind: str, runs: list[Run]) -> list[tuple[str, str, dict[str, str] | None]]:
-    """``(run label, model label, row or None)`` for every run; ``None`` marks a missing table."""
+def run_rows(kind: str, runs: list[Run], keep: Callable[[Table, dict], bool] | None = None
+             ) -> list[tuple[str, str, dict[str, str] | None]]:
+    """``(run label, model label, row or None)`` for every run; ``None`` marks a missing table.
+
+    ``keep(table, row)`` selects rows (e.g. only VLMEvalKit-scored ones); default: all.
+    """
     rows = []
     for run in runs:
         tables = run.tables.get(kind, [])
-        if not any(table.rows for table in tables):
+        kept = [(table, [row for row in table.rows if keep is None or keep(table, row)]) for table in tables]
+        kept = [(table, table_rows) for table, table_rows in kept if table_rows]
+        if not kept:
             rows.append((run.name, MISSING, None))
             continue
-        for table in tables:
+        for table, table_rows in kept:
             where = "" if len(tables) == 1 else f" ({table.path.parent.relative_to(run.path)})"
-            rows += [(run.name, (row.get("model") or MISSING) + where, row) for row in table.rows]
+            rows += [(run.name, (row.get("model") or MISSING) + where, row) for row in table_rows]
     return rows
 
 
-def results_table(kind: str, runs: list[Run], reference: list[dict[str, str]]) -> tuple[list[str], list[list[str]]]:
+def results_table(kind: str, runs: list[Run], reference: list[dict[str, str]],
+                  keep: Callable[[Table, dict], bool] | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and formatted rows: runs (deltas vs the first run's first row), then reference rows.
 
     Reference cells are shown exactly as the paper gives them (no added decimals).
     """
-    rows = run_rows(kind, runs)
+    rows = run_rows(kind, runs, keep)
     columns = column_order(kind, [t for run in runs for t in run.tables.get(kind, [])])
     baseline = rows[0][2] if rows and rows[0][2] is not None else None
     body = []
