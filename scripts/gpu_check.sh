@@ -8,7 +8,7 @@
 # target of docs/benchmarks.md checked). Each section has its own time limit; a failed section
 # is recorded and the others still run. Without CUDA it stops at once with exit code 3.
 #
-#   1. pytest -m gpu                       (tests/test_fused_gpu.py and any other gpu test)
+#   1. pytest -m gpu tests/test_fused_gpu.py (the fused head on CUDA, both backends)
 #   2. dft-mm bench head, N = 16384 and 65536, H = 3584, V = 152064, bf16: triton, chunked torch,
 #      naive (16k only), Liger fused CE plain and with token scaling, the bare GEMMs
 #   3. both fused backends at 16k with fp32 logits (--fp32-logits), and a chunk-size sweep
@@ -69,7 +69,7 @@ section() {
 }
 
 BENCH=("$PY" -m dft_mm bench head --device cuda --dtype bfloat16 --hidden 3584 --vocab 152064)
-section gpu_tests 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml" tests
+section gpu_tests 150 "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml="$OUT/gpu_tests.xml" tests/test_fused_gpu.py
 section head_16k 100 "${BENCH[@]}" --tokens 16384 --out "$OUT/head_16k.jsonl"
 section head_16k_fp32_logits 60 "${BENCH[@]}" --tokens 16384 --methods triton,chunked_torch --fp32-logits \
   --out "$OUT/head_16k_fp32_logits.jsonl"

@@ -70,10 +70,11 @@ def test_vlmevalkit_scores_go_in_the_paper_columns_with_the_reference(tmp_path):
     runs = {}
     for name, scorer in (("kit", "vlmevalkit"), ("proxy", None)):
         run = tmp_path / name
-        results = {"MathVerse_MINI": {"Overall": 30.0}, "WeMath": {"score_strict": 12.5}}
-        write_vlm_table(run / "eval", [table_row(f"tiny-{name}", results)])
+        label = {"scorer": scorer, "judge": "gpt-4o-mini", "system_prompt": None} if scorer else {"scorer": "judge-free"}
+        results = {"MathVerse_MINI": {"Overall": 30.0, **label}, "WeMath": {"score_strict": 12.5, **label}}
+        write_vlm_table(run / "eval", [table_row(f"tiny-{name}", results)])  # vlm_table.* or vlm_proxy_table.*
         for dataset, metrics in results.items():
-            payload = {**metrics, **({"scorer": scorer, "judge": "gpt-4o-mini", "system_prompt": None} if scorer else {})}
+            payload = metrics if scorer else {key: value for key, value in metrics.items() if key != "scorer"}
             (run / "eval" / dataset).mkdir(parents=True)
             (run / "eval" / dataset / f"{dataset}_score.json").write_text(json.dumps(payload))
         runs[name] = run

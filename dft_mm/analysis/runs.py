@@ -4,7 +4,8 @@ A run dir is a ``llamafactory-cli train`` output dir. :func:`read_run` collects
 
 * ``trainer_state.json`` (the dir's own, else the latest ``checkpoint-N/``'s): its
   ``log_history`` training entries give the curves (``loss``, ``nll``, ``mean_target_prob``);
-* every ``code_table.csv`` / ``vlm_table.csv`` (``dft-mm eval code|vlm run``) below it;
+* every ``code_table.csv`` / ``vlm_table.csv`` / ``vlm_proxy_table.csv`` (``dft-mm eval
+  code|vlm run``) below it;
 * every ``token_probs.json`` (``dft-mm analyze tokens``) below it;
 * every ``<dataset>_score.json`` (``dft-mm eval code|vlm score``) below it, with the scorer that
   produced it: code scores come from execution; a VLM score is ``"vlmevalkit"`` (the kit's
@@ -25,6 +26,7 @@ from pathlib import Path
 from dft_mm.errors import UserError
 
 CURVE_METRICS = ("loss", "nll", "mean_target_prob")
+PROXY_TABLE = "vlm_proxy_table"  # what `dft-mm eval vlm run` writes for judge-free (proxy) rows
 
 
 @dataclass
@@ -92,7 +94,10 @@ def headline_score(path: Path, payload: dict, run_dir: Path | None = None) -> Sc
 
 
 def table_scorer(table: Table) -> str:
-    """Who scored a ``vlm_table.csv``: ``"vlmevalkit"`` only when every score file beside or below it says so."""
+    """Who scored a VLM table: ``vlm_proxy_table.csv`` is the judge-free proxy by name; a
+    ``vlm_table.csv`` is ``"vlmevalkit"`` only when every score file beside or below it says so."""
+    if table.path.name == f"{PROXY_TABLE}.csv":
+        return "judge-free"
     payloads = [_read_json(p) for p in sorted(table.path.parent.rglob("*_score.json"))]
     scorers = {vlm_scorer(p) for p in payloads if isinstance(p, dict)}
     return "vlmevalkit" if scorers == {"vlmevalkit"} else "judge-free"
@@ -145,6 +150,7 @@ def read_run(name: str, run_dir: str) -> Run:
         run.curves = training_curves(_read_json(run.trainer_state))
     for kind in ("code_table", "vlm_table"):
         run.tables[kind] = [read_table(p) for p in sorted(path.rglob(f"{kind}.csv"))]
+    run.tables["vlm_table"] += [read_table(p) for p in sorted(path.rglob(f"{PROXY_TABLE}.csv"))]
     run.token_probs = [(p, _read_json(p)) for p in sorted(path.rglob("token_probs.json"))]
     found = (headline_score(p, _read_json(p), path) for p in sorted(path.rglob("*_score.json")))
     run.scores = [score for score in found if score is not None]
