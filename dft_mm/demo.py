@@ -298,7 +298,9 @@ def evaluate(task: Task, model: Path, data: Path, out: Path) -> float:
     done = out / f"{data.stem}_score.json"
     if done.is_file():
         return json.loads(done.read_text())["Overall"]
-    predictions = generate_predictions(str(model), str(data), out, backend="hf", max_new_tokens=40, batch_size=16, **VL_PIXELS)
+    # the demo's VL data trains with the template's default system prompt, not WeThink's: no system turn here
+    predictions = generate_predictions(str(model), str(data), out, backend="hf", max_new_tokens=40, batch_size=16,
+                                       system_prompt=None, **VL_PIXELS)
     return score_predictions(str(data), predictions, out)["Overall"]
 
 
