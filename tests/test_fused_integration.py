@@ -179,3 +179,20 @@ def test_segment_ids_from_llamafactory_packed_batches():
     with pytest.raises(UserError, match="neat_packing: true instead of packing: true"):
         segment_ids({"position_ids": mrope}, "packing")  # ... cannot show its samples without neat_packing
     assert segment_ids({"position_ids": mrope}, "neat").tolist() == [[1, 1, 1, 1]]
+
+
+def test_the_trainer_reads_the_loss_scale_of_a_real_grad_scaler():
+    """What the trainer hook hands the fused head under fp16: accelerate's GradScaler scale (here
+    torch's own scaler in the accelerator's place), DeepSpeed's loss scaler's, or None."""
+    from types import SimpleNamespace
+
+    from dft_mm.llamafactory.trainer import current_loss_scale
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    trainer = SimpleNamespace(args=SimpleNamespace(fp16=True), accelerator=SimpleNamespace(scaler=scaler))
+    assert current_loss_scale(trainer) == 2.0**12
+    trainer.args.fp16 = False
+    assert current_loss_scale(trainer) is None  # bf16 / fp32: no loss scaling
+    deepspeed = SimpleNamespace(optimizer=SimpleNamespace(loss_scale=1024.0))
+    assert current_loss_scale(SimpleNamespace(args=SimpleNamespace(fp16=True), accelerator=SimpleNamespace(scaler=None),
+                                              deepspeed=deepspeed)) == 1024.0
