@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import OFFLINE_ENV, REPO
 from dft_mm.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set

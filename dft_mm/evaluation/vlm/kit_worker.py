@@ -22,7 +22,6 @@ next to ``--eval-file``.
 """
 
 import argparse
-import json
 import runpy
 import sys
 from pathlib import Path
