@@ -121,7 +121,8 @@ def make_trainer_class(base: type) -> type:
             num_items_in_batch = kwargs.get("num_items_in_batch", args[1] if len(args) > 1 else None)
             segments = segment_ids(inputs, self.dft_packing) if self.dft_packing else None
             fused = self._fused_forward(model)
-            loss_scale = current_loss_scale(self) if fused and model.training else None
+            needs_scale = fused and model.training and self.dft_objective.fused is not None
+            loss_scale = current_loss_scale(self) if needs_scale else None  # only the fused head uses it
             with self.dft_objective.forward(inputs, num_items_in_batch, fused=fused, segments=segments, loss_scale=loss_scale):
                 return super().compute_loss(model, inputs, *args, **kwargs)
 
