@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
+from dft_mm.bench.head import LEVELS
 from dft_mm.errors import UserError
-
-LEVELS = ("token", "sentence", "geomean")
 
 
 def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:

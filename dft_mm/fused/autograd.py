@@ -52,7 +52,7 @@ import torch
 
 from dft_mm.fused.chunking import auto_chunk_size
 from dft_mm.fused.transforms import LogitTransform
-from dft_mm.losses import NumItems, dft_weights, normaliser, reduce_weighted_nll
+from dft_mm.losses import NumItems, dft_weights, needs_sequences, normaliser, reduce_weighted_nll
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
         return dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha, cfg.segments)
 
     want_grads = any(needs_grad)
-    two_pass = cfg.level != "token" and cfg.alpha != 0
+    two_pass = needs_sequences(cfg.level, cfg.alpha)
     weights = None
     if two_pass or not want_grads:
         for part in _chunks(supervised, chunk):

@@ -28,6 +28,7 @@ FUSED_MODES = ("auto", "true", "false")
 FUSED_BACKENDS = ("auto", "torch", "triton")
 DFT_ONLY_KEYS = ("dft_level", "dft_alpha")
 HEAD_KEYS = ("dft_fused", "dft_fused_backend")
+LOSS_KEYS = ("sft_loss", *DFT_ONLY_KEYS, *HEAD_KEYS)  # every dft_mm key
 
 
 def _as_fused_mode(value) -> str:
@@ -89,7 +90,7 @@ class DftFinetuningArguments(FinetuningArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        given = [key for key in ("sft_loss", *DFT_ONLY_KEYS, *HEAD_KEYS) if getattr(self, key) is not None]
+        given = [key for key in LOSS_KEYS if getattr(self, key) is not None]
         self.dft_mm_active = bool(given) or bool(self.use_dft_loss)
         if not self.dft_mm_active:
             return

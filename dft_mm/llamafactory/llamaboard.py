@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
+from dft_mm.llamafactory.arguments import FUSED_MODES, LOSS_KEYS, SFT_LOSSES
 from dft_mm.llamafactory.llamaboard_locales import LANGUAGES, LOSS_LOCALES
+from dft_mm.losses import LEVELS
 
 logger = logging.getLogger("llamafactory.dft_mm")
 
 SUPPORTED_VERSIONS = ("0.9.5",)
-SFT_LOSS_CHOICES = ("default", "nll", "dft")
-LOSS_KEYS = ("sft_loss", "dft_level", "dft_alpha", "dft_fused", "dft_fused_backend")
+SFT_LOSS_CHOICES = ("default", *SFT_LOSSES)
 PLOTTED = ("loss", "nll", "mean_target_prob")
 
 
@@ -62,9 +63,9 @@ def _create_loss_group():
     with gr.Accordion(open=False) as dft_tab:
         with gr.Row():
             sft_loss = gr.Dropdown(choices=list(SFT_LOSS_CHOICES), value="default")
-            dft_level = gr.Dropdown(choices=["token", "sentence", "geomean"], value="token", visible=False)
+            dft_level = gr.Dropdown(choices=list(LEVELS), value="token", visible=False)
             dft_alpha = gr.Slider(minimum=0, maximum=2, value=1.0, step=0.05, visible=False)
-            dft_fused = gr.Dropdown(choices=["auto", "true", "false"], value="auto", visible=False)
+            dft_fused = gr.Dropdown(choices=list(FUSED_MODES), value="auto", visible=False)
 
     def show(loss: str):
         return (gr.update(visible=loss == "dft"), gr.update(visible=loss == "dft"), gr.update(visible=loss != "default"))
