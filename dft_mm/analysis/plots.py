@@ -153,16 +153,3 @@ def plot_token_histograms(models: dict[str, dict], path: Path) -> Path:
     if models:
         axes.legend()
     return _save(figure, path)
-
-
-def plot_curves(series: dict[str, tuple[list[float], list[float]]], metric: str, path: Path) -> Path:
-    """One metric against the training step, one line per run (``{run: (steps, values)}``)."""
-    figure, axes = _new_figure()
-    for name, (steps, values) in series.items():
-        axes.plot(steps, values, label=name, marker="." if len(steps) < 30 else None)
-    axes.set_xlabel("step")
-    axes.set_ylabel(metric)
-    axes.set_title(metric)
-    if series:
-        axes.legend()
-    return _save(figure, path)

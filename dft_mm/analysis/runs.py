@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dft_mm.errors import UserError
+from dft_mm.evaluation.vlm.table import SCORERS
 
 CURVE_METRICS = ("loss", "nll", "mean_target_prob")
-PROXY_TABLE = "vlm_proxy_table"  # what `dft-mm eval vlm run` writes for judge-free (proxy) rows
+PROXY_TABLE = SCORERS["judge-free"][0]  # what `dft-mm eval vlm run` writes for judge-free (proxy) rows
 
 
 @dataclass
@@ -73,7 +74,6 @@ class Run:
 
 # headline metric of a ``<dataset>_score.json`` written by ``eval code score`` / ``eval vlm score``
 HEADLINE_METRICS = (("pass@1_percent", "pass@1 (%)"), ("score_strict", "score_strict (%)"), ("Overall", "Overall (%)"))
-VLM_SCORERS = ("vlmevalkit", "judge-free")
 
 
 def vlm_scorer(payload: dict) -> str:

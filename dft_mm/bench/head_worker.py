@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-from dft_mm.bench.measure import device_name, memory_now, memory_peak, reset_peak, sync
+from dft_mm.bench.measure import device_name, liger_unavailable, memory_now, memory_peak, reset_peak, sync, timed_repeats
 
 METHODS = ("naive", "chunked_torch", "triton", "liger_ce", "liger_dft", "gemms")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,12 +73,9 @@ def unavailable(cfg: BenchConfig) -> str | None:
     if cfg.method == "triton" and not (on_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         return "needs a CUDA device"
     if cfg.method.startswith("liger"):
-        try:
-            import liger_kernel  # noqa: F401
-        except ImportError:
-            return "liger-kernel is not installed (pip install 'dft_mm[liger]')"
-        if not on_cuda:
-            return "Liger kernels need a CUDA device"
+        reason = liger_unavailable(on_cuda)
+        if reason:
+            return reason
         if cfg.method == "liger_dft" and (cfg.level != "token" or cfg.alpha != 1.0):
             return "Liger's token scaling is token-level DFT (alpha 1) only"
     return None
@@ -164,15 +159,9 @@ def measure(cfg: BenchConfig) -> dict:
     loss = step(cfg, hidden, weight, labels)
     sync(cfg.device)
     record["peak_extra_mib"] = round((memory_peak(cfg.device) - before) / 2**20, 1)
-    times = []
-    for _ in range(cfg.repeats):
-        sync(cfg.device)
-        start = time.perf_counter()
-        loss = step(cfg, hidden, weight, labels)
-        sync(cfg.device)
-        times.append((time.perf_counter() - start) * 1000)
-    if times:
-        record["median_ms"] = round(statistics.median(times), 2)
+    last, median_ms = timed_repeats(lambda: step(cfg, hidden, weight, labels), cfg.device, cfg.repeats)
+    if median_ms is not None:
+        loss, record["median_ms"] = last, median_ms
     if loss is not None:
         record["loss"] = float(loss)
         if cfg.reference:

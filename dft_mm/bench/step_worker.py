@@ -18,14 +18,12 @@ allocator's peak during the first step (CPU: peak RSS), ``model_gib`` the memory
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-from dft_mm.bench.measure import device_name, memory_now, memory_peak, reset_peak, sync
+from dft_mm.bench.measure import device_name, liger_unavailable, memory_now, memory_peak, reset_peak, sync, timed_repeats
 
 METHODS = ("hf_ce", "lf_dft", "liger_ce", "dft_fused_torch", "dft_fused_triton")
 # Qwen2-architecture shapes (random weights); "tiny" is for tests on CPU.
@@ -60,12 +58,7 @@ def unavailable(cfg: StepConfig) -> str | None:
         except ImportError as err:
             return f"LLaMA-Factory is not importable ({err})"
     if cfg.method == "liger_ce":
-        try:
-            import liger_kernel  # noqa: F401
-        except ImportError:
-            return "liger-kernel is not installed (pip install 'dft_mm[liger]')"
-        if not on_cuda:
-            return "Liger kernels need a CUDA device"
+        return liger_unavailable(on_cuda)
     if cfg.method == "dft_fused_triton" and not on_cuda:
         return "the Triton backend needs a CUDA device"
     return None
@@ -141,15 +134,9 @@ def measure(cfg: StepConfig) -> dict:
     loss = one_step()
     sync(cfg.device)
     record["peak_gib"] = round(memory_peak(cfg.device) / 2**30, 3)
-    times = []
-    for _ in range(cfg.repeats):
-        sync(cfg.device)
-        start = time.perf_counter()
-        loss = one_step()
-        sync(cfg.device)
-        times.append((time.perf_counter() - start) * 1000)
-    if times:
-        record["median_ms"] = round(statistics.median(times), 2)
+    last, median_ms = timed_repeats(one_step, cfg.device, cfg.repeats)
+    if median_ms is not None:
+        loss, record["median_ms"] = last, median_ms
     record["loss"] = float(loss)
     return record
 

@@ -18,6 +18,7 @@ import json
 from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from dft_mm.evaluation.vlm.pipeline import DEFAULT_DATASETS
 from dft_mm.evaluation.vlm.prompts import resolve_system_prompt
+from dft_mm.evaluation.vlm.vlmevalkit import MODES
 
 _DATASET_HELP = ("VLMEvalKit dataset name (MathVerse_MINI[_Vision_Only|_Vision_Intensive|_Vision_Dominant], "
                  "MathVision[_MINI], WeMath) or a path to a TSV in VLMEvalKit format")
@@ -148,7 +149,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                          help="attention for Qwen2VLChat's HF model (sdpa, eager, flash_attention_2; default: the kit's "
                               "flash_attention_2)")
     adapter.add_argument("--api-nproc", type=int, default=None, help="VLMEvalKit --api-nproc (parallel judge calls)")
-    adapter.add_argument("--mode", choices=("all", "infer", "eval"), default="all",
+    adapter.add_argument("--mode", choices=MODES, default="all",
                          help="VLMEvalKit --mode; eval rescores the work dir's predictions without loading the model")
     adapter.add_argument("--out", default=None, help="folder for <dataset>_score.json and vlm_table.csv/.md "
                          "(default: --work-dir)")

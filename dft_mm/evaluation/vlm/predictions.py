@@ -43,15 +43,14 @@ def read_generation_record(predictions: str | Path) -> dict | None:
 
 def check_generation_record(predictions: str | Path, record: dict) -> None:
     """Write ``record`` beside ``predictions``; refuse when an earlier run recorded other settings."""
-    import json
+    from dft_mm.data.io import write_json
 
     previous = read_generation_record(predictions)
     if previous is not None and previous != record:
         changed = sorted(key for key in {*previous, *record} if previous.get(key) != record.get(key))
         raise UserError(f"{predictions} was generated with other settings ({', '.join(changed)} differ, see "
                         f"{generation_record_path(predictions)}); use another --out or remove both files to regenerate")
-    generation_record_path(predictions).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n",
-                                                   encoding="utf-8")
+    write_json(generation_record_path(predictions), record)
 
 
 def prediction_columns(dataset_columns: list[str]) -> list[str]:

@@ -27,10 +27,10 @@ Example::
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
+from dft_mm.data.io import write_json
 from dft_mm.evaluation.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.vlm.datasets import MATHVERSE, WEMATH, spec_for
 from dft_mm.evaluation.vlm.extract import Extraction, extract_answer
@@ -94,7 +94,7 @@ def _write_score_csv(path: Path, metrics: dict[str, float | None], counts: dict)
 def _write_outputs(out: Path, dataset: str, result: dict, counts: dict) -> None:
     metrics = {key: value for key, value in result.items() if key not in RECORD_KEYS}
     _write_score_csv(out / f"{dataset}_score.csv", metrics, counts)
-    (out / f"{dataset}_score.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    write_json(out / f"{dataset}_score.json", result)
 
 
 def score_predictions(

@@ -28,6 +28,7 @@ import os
 import sys
 from pathlib import Path
 
+from dft_mm.data.io import write_json
 from dft_mm.errors import UserError
 from dft_mm.evaluation.vlm.datasets import KNOWN_DATASETS
 from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
@@ -93,14 +94,13 @@ def vlmevalkit_arguments(
 
 def collect_results(
     work_dir: str | Path, model_name: str, datasets: list[str], *, judge: str | None = None,
-    allow_exact_matching: bool = False,
 ) -> dict[str, dict]:
     """``{dataset: {metrics..., "scorer", "judge", "score_file"}}`` from the kit's files.
 
     One judge per dataset: ``judge`` when given (a WeMath file the kit scored by exact
     matching instead counts as ``exact_matching``), else the only one found; several judges
     for one dataset without ``judge`` is an error, never "newest wins". Exact matching is
-    refused unless asked for (``judge="exact_matching"`` or ``allow_exact_matching``).
+    refused unless asked for (``judge="exact_matching"``).
     """
     found = find_score_files(Path(work_dir) / model_name, model_name)
     results = {}
@@ -119,7 +119,7 @@ def collect_results(
         else:
             raise UserError(f"{dataset}: score files by several judges ({', '.join(sorted(judges))}) under {work_dir}; "
                             "pass --judge NAME to choose one")
-        if chosen == EXACT_MATCHING and judge != EXACT_MATCHING and not allow_exact_matching:
+        if chosen == EXACT_MATCHING and judge != EXACT_MATCHING:
             raise UserError(
                 f"{judges[chosen]}: VLMEvalKit scored {dataset} by exact matching (a literal 'Answer: X') because "
                 f"its judge {judge or 'gpt-4o-mini'!r} did not answer, yet named the file after the judge. Fix the judge "
@@ -130,13 +130,6 @@ def collect_results(
                             "scorer": "vlmevalkit", "judge": chosen, "score_file": str(path)}
     return results
 
-
-def write_score_json(out: str | Path, dataset: str, result: dict) -> Path:
-    """``out/<dataset>_score.json`` (metrics at the top level, as every scorer writes it)."""
-    path = Path(out) / f"{dataset}_score.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
 
 
 def run_vlmevalkit(
@@ -205,8 +198,8 @@ def run_vlmevalkit(
     for dataset, result in results.items():
         if served_judge and not parse_only and result["judge"] != EXACT_MATCHING:
             result["judge"] = served_judge
-        write_score_json(destination, dataset, {**result, "system_prompt": system_prompt, "model": name,
-                                                "benchmark": KNOWN_DATASETS[dataset].benchmark})
+        write_json(destination / f"{dataset}_score.json", {**result, "system_prompt": system_prompt, "model": name,
+                                                           "benchmark": KNOWN_DATASETS[dataset].benchmark})
     row = table_row(name, results)
     write_vlm_table(destination, [row])
     return {"config": str(config_path), "command": command, "results": results, "row": row}
