@@ -40,7 +40,7 @@ from dft_mm.analysis.plots import (
     plot_token_histograms,
     plot_token_panels,
 )
-from dft_mm.analysis.runs import CURVE_METRICS, Run, read_run, table_scorer
+from dft_mm.analysis.runs import CURVE_METRICS, Run, read_run
 from dft_mm.analysis.spread import RunName, Spread, compare, parse_run_name, verdict
 from dft_mm.analysis.tables import MISSING, load_reference, results_table
 from dft_mm.errors import UserError
@@ -328,7 +328,7 @@ def _token_blocks(members: list[Member], own: dict, other: dict, groups: dict, c
 # ---- paper tables ---------------------------------------------------------------------------
 
 def _row_scorer(table, row: dict) -> str:
-    return "vlmevalkit" if (row.get("scorer") or table_scorer(table)) == "vlmevalkit" else "judge-free"
+    return "vlmevalkit" if (row.get("scorer") or table.scorer) == "vlmevalkit" else "judge-free"
 
 
 def _relative(path: Path, out: Path) -> str:

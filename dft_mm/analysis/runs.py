@@ -37,6 +37,7 @@ class Table:
     path: Path
     columns: list[str]
     rows: list[dict[str, str]]
+    scorer: str | None = None  # VLM tables: who scored them (:func:`table_scorer`), set by read_run
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ def read_run(name: str, run_dir: str) -> Run:
     for kind in ("code_table", "vlm_table"):
         run.tables[kind] = [read_table(p) for p in sorted(path.rglob(f"{kind}.csv"))]
     run.tables["vlm_table"] += [read_table(p) for p in sorted(path.rglob(f"{PROXY_TABLE}.csv"))]
+    for table in run.tables["vlm_table"]:
+        table.scorer = table_scorer(table)
     run.token_probs = [(p, _read_json(p)) for p in sorted(path.rglob("token_probs.json"))]
     found = (headline_score(p, _read_json(p), path) for p in sorted(path.rglob("*_score.json")))
     run.scores = [score for score in found if score is not None]

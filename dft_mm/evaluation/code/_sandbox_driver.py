@@ -79,6 +79,17 @@ def run_step(step, plan):
     kept = {out_fd: bytearray(), err_fd: bytearray()}
     tail, seen = b"", set()
     overlap = max((len(m) for m in markers), default=1) - 1
+
+    def take(fd, chunk):
+        """Keep the first ``keep`` bytes of each stream; look for the markers in stderr."""
+        nonlocal tail
+        if len(kept[fd]) < keep:
+            kept[fd].extend(chunk[: keep - len(kept[fd])])
+        if fd == err_fd and markers:
+            window = tail + chunk
+            seen.update(m for m in markers if m in window)
+            tail = window[-overlap:] if overlap else b""
+
     poller = select.poll()
     for fd in kept:
         poller.register(fd, select.POLLIN)
@@ -100,12 +111,7 @@ def run_step(step, plan):
                 poller.unregister(fd)
                 open_fds.discard(fd)
                 continue
-            if len(kept[fd]) < keep:
-                kept[fd].extend(chunk[: keep - len(kept[fd])])
-            if fd == err_fd and markers:
-                window = tail + chunk
-                seen.update(m for m in markers if m in window)
-                tail = window[-overlap:] if overlap else b""
+            take(fd, chunk)
             total += len(chunk)
             over = total > kill_at
     os.close(exited_fd)
@@ -122,10 +128,7 @@ def run_step(step, plan):
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
                 chunk = b""
-            if len(kept[fd]) < keep:
-                kept[fd].extend(chunk[: keep - len(kept[fd])])
-            if fd == err_fd:
-                seen.update(m for m in markers if m in tail + chunk)
+            take(fd, chunk)
     for fd in kept:
         os.close(fd)
     exit_code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)

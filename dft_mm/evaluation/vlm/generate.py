@@ -169,9 +169,10 @@ def generate_predictions(
     rows = data.rows[:limit] if limit else data.rows
     name = model_name or Path(str(model).rstrip("/")).name
     path = Path(out) / prediction_filename(name, data.name)
-    writer = PredictionWriter(path, prediction_columns(data.columns))
+    # refuse other settings before the writer touches the file (it drops incomplete records)
     check_generation_record(path, {"model": str(model), "system_prompt": system_prompt, "min_pixels": min_pixels,
                                    "max_pixels": max_pixels, "max_new_tokens": max_new_tokens})
+    writer = PredictionWriter(path, prediction_columns(data.columns))
     if writer.dropped_partial:
         print(f"{path}: dropped {writer.dropped_partial} incomplete record(s) from an interrupted run; regenerating")
     todo = [row for row in rows if row["index"] not in writer.done]

@@ -2,7 +2,7 @@
 ``prediction``; named ``<model>_<dataset>.tsv`` (VLMEvalKit's ``PRED_FORMAT=tsv`` name).
 
 Beside it, ``<model>_<dataset>.generation.json`` records how the file was generated
-(``system_prompt``, pixel bounds, ``max_new_tokens``, backend); a rerun with other settings is
+(``model``, ``system_prompt``, pixel bounds, ``max_new_tokens``); a rerun with other settings is
 refused, so one file never mixes prompts, and the scorers copy ``system_prompt`` into the
 scores.
 
