@@ -43,6 +43,7 @@ from typing import Callable
 
 import yaml
 
+from dft_mm.analysis.markdown import md_table
 from dft_mm.analysis.spread import Spread, compare, verdict
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true"}
@@ -224,34 +225,29 @@ def run_jobs(bases: list[Job], children: dict[str, list[Job]], plan: DemoPlan, w
 
 
 def _prepare_data(out: Path, plan: DemoPlan) -> dict[str, TaskData]:
-    from PIL import Image
-
-    from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
     from dft_mm.synthetic import (
         corrupt_constants,
-        split_problems,
         split_sizes,
         text_problems,
         vl_problems,
         write_multipl_e_jsonl,
         write_text_training_set,
+        write_vl_heldout_tsv,
         write_vl_training_set,
     )
 
     data = out / "data"
     sizes = plan.sizes
     code = data / "code"
-    train, held = split_problems(text_problems(sum(sizes["code"].values()), seed=0), sizes["code"]["heldout"])
-    write_text_training_set(train, code / "train")
-    write_text_training_set(held, code / "heldout_rows")
+    code_splits = split_sizes(text_problems(sum(sizes["code"].values()), seed=0), sizes["code"])
+    write_text_training_set(code_splits["train"], code / "train")
+    write_text_training_set(code_splits["heldout"], code / "heldout_rows")
 
     colours = data / "colours"
     vl_train = vl_problems(sizes["colours"]["train"], seed=1, image_dir=colours / "train" / "images")
     vl_held = vl_problems(sizes["colours"]["heldout"], seed=2, image_dir=colours / "heldout_rows" / "images")
     write_vl_training_set(vl_train, colours / "train")
     write_vl_training_set(vl_held, colours / "heldout_rows")
-    rows = [{"index": p["index"], "image": Image.open(p["image_path"]), "question": p["question"], "answer": p["answer"],
-             "category": "colour"} for p in vl_held]
 
     noisy = data / "noisy-code"
     splits = split_sizes(text_problems(sum(sizes["noisy-code"].values()), seed=3), sizes["noisy-code"])
@@ -268,9 +264,9 @@ def _prepare_data(out: Path, plan: DemoPlan) -> dict[str, TaskData]:
 
     return {
         "code": TaskData(code / "train", lambda seed: code / "train",
-                         write_multipl_e_jsonl(held, code / "heldout" / "synthetic-python.jsonl"), code / "heldout_rows" / "synthetic_code.json"),
+                         write_multipl_e_jsonl(code_splits["heldout"], code / "heldout" / "synthetic-python.jsonl"), code / "heldout_rows" / "synthetic_code.json"),
         "colours": TaskData(colours / "train", lambda seed: colours / "train",
-                            write_dataset_tsv(colours / "heldout" / "synthetic_colours.tsv", rows), colours / "heldout_rows" / "synthetic_colours.json"),
+                            write_vl_heldout_tsv(vl_held, colours / "heldout" / "synthetic_colours.tsv"), colours / "heldout_rows" / "synthetic_colours.json"),
         "noisy-code": TaskData(noisy / "warm", noisy_demos, write_multipl_e_jsonl(splits["heldout"], noisy / "heldout" / "synthetic-python.jsonl"),
                                noisy / "heldout_rows" / "synthetic_code.json",
                                validation=write_multipl_e_jsonl(splits["validation"], noisy / "validation" / "synthetic-python.jsonl")),
@@ -341,9 +337,8 @@ def _write_results(out: Path, rows: list[dict], summary: list[dict]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     header = ["regime", "task", "held-out metric", "init", "base", "SFT", "DFT", "verdict (rule in docs/analysis.md)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(item[key]) for key in ("regime", "task", "metric", "init", "base", "sft", "dft", "verdict")) + " |"
-              for item in summary]
+    keys = ("regime", "task", "metric", "init", "base", "sft", "dft", "verdict")
+    lines = [md_table(header, [[str(item[key]) for key in keys] for item in summary])]
     lines += ["", "SFT / DFT: mean ± sd (min–max, n seeds) on the held-out split. Every seed: demo_results.csv."]
     path = out / "demo_results.md"
     path.write_text("\n".join(lines) + "\n")
@@ -476,10 +471,9 @@ def select_settings(out: str | Path = "demo_select", plan_name: str = "full", se
               "chosen": {m: {"steps": s.steps, "lr": s.lr} for m, s in chosen.items()}, "seeds": seeds,
               "validation_scores": scores, "seconds": round(time.monotonic() - started), "load_at_end": _load()}
     (out / "selection.json").write_text(json.dumps(result, indent=2))
-    lines = ["| warm-start steps | base validation pass@1 (%) |", "|---|---|"]
-    lines += [f"| {b.schedule.steps} | {scores[b.name]:.2f}{' (chosen)' if b is base else ''} |" for b in bases]
-    lines += ["", "| method | lr | steps | validation pass@1 (%), mean ± sd (min–max, n) | |", "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table]
+    warm = [[str(b.schedule.steps), f"{scores[b.name]:.2f}{' (chosen)' if b is base else ''}"] for b in bases]
+    lines = [md_table(["warm-start steps", "base validation pass@1 (%)"], warm), "",
+             md_table(["method", "lr", "steps", "validation pass@1 (%), mean ± sd (min–max, n)", ""], table)]
     (out / "selection.md").write_text("\n".join(lines) + "\n")
     print((out / "selection.md").read_text())
     _log(f"selection: {out / 'selection.md'}", started)

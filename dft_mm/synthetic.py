@@ -51,11 +51,6 @@ def text_problems(count: int, seed: int) -> list[dict]:
     return problems
 
 
-def split_problems(problems: list[dict], held_out: int) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) with the held-out problems taken from the end."""
-    return problems[:-held_out], problems[-held_out:]
-
-
 def split_sizes(problems: list[dict], sizes: dict[str, int]) -> dict[str, list[dict]]:
     """Consecutive disjoint splits, e.g. ``{"warm": 80, "demos": 80, "validation": 40, "heldout": 40}``."""
     if sum(sizes.values()) > len(problems):
@@ -155,6 +150,17 @@ def vl_problems(count: int, seed: int, image_dir: Path, size: int = 56) -> list[
             }
         )
     return problems
+
+
+def write_vl_heldout_tsv(problems: list[dict], path: Path) -> Path:
+    """Colour problems (from :func:`vl_problems`) as a VLMEvalKit-format TSV at ``path``."""
+    from PIL import Image
+
+    from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
+
+    rows = [{"index": p["index"], "image": Image.open(p["image_path"]), "question": p["question"], "answer": p["answer"],
+             "category": "colour"} for p in problems]
+    return write_dataset_tsv(path, rows)
 
 
 def write_vl_training_set(problems: list[dict], out_dir: Path, name: str = "synthetic_colours") -> Path:

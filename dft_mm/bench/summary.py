@@ -13,6 +13,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from dft_mm.analysis.markdown import md_table
+
 FUSED = ("triton", "chunked_torch")
 
 
@@ -29,12 +31,9 @@ def _json(path: Path):
 def _table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "_no results_\n"
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [row.get(col, row.get("skipped") or row.get("error") or "—") if col != "method" else row[col]
-                 for col in columns]
-        out.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    return "\n".join(out) + "\n"
+    cells = [[str(row[col] if col == "method" else row.get(col, row.get("skipped") or row.get("error") or "—"))
+              for col in columns] for row in rows]
+    return md_table(columns, cells) + "\n"
 
 
 def _by_method(records: list[dict], **match) -> dict[str, dict]:

@@ -31,18 +31,13 @@ def _generate(kind: str, args: list[str]) -> dict:
 
 
 def run(work: Path) -> dict:
-    from PIL import Image
-
-    from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
-    from dft_mm.synthetic import text_problems, vl_problems, write_multipl_e_jsonl
+    from dft_mm.synthetic import text_problems, vl_problems, write_multipl_e_jsonl, write_vl_heldout_tsv
     from dft_mm.tiny import build_tiny_text, build_tiny_vl
 
     text_model, vl_model = build_tiny_text(work / "text_model"), build_tiny_vl(work / "vl_model")
     problems = write_multipl_e_jsonl(text_problems(2, seed=0), work / "data" / "synthetic-python.jsonl")
     images = vl_problems(2, seed=0, image_dir=work / "data" / "images")
-    rows = [{"index": p["index"], "image": Image.open(p["image_path"]), "question": p["question"],
-             "answer": p["answer"], "category": "colour"} for p in images]
-    tsv = write_dataset_tsv(work / "data" / "synthetic_colours.tsv", rows)
+    tsv = write_vl_heldout_tsv(images, work / "data" / "synthetic_colours.tsv")
     code = _generate("code", ["--model", str(text_model), "--benchmark", "multipl-e-python", "--data", str(problems),
                               "--out", str(work / "code"), "--max-new-tokens", "32"])
     vlm = _generate("vlm", ["--model", str(vl_model), "--dataset", str(tsv), "--out", str(work / "vlm"),

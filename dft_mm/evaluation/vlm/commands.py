@@ -30,7 +30,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS, help="image pixel lower bound")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="image pixel upper bound")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS)
-    parser.add_argument("--system-prompt", default="wethink", metavar="wethink|none|TEXT",
+    parser.add_argument("--system-prompt", type=resolve_system_prompt, default="wethink", metavar="wethink|none|TEXT",
                         help="system turn: 'wethink' (default: the WeThink converter's prompt, as the paper's models "
                              "were trained), 'none' (the chat template's default) or the text itself; recorded")
 
@@ -67,7 +67,7 @@ def _generate(args: argparse.Namespace) -> None:
     path = generate_predictions(
         args.model, args.dataset, args.out, data_root=args.data_root, backend=args.backend, batch_size=args.batch_size,
         min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens,
-        model_name=args.model_name, limit=args.limit, system_prompt=resolve_system_prompt(args.system_prompt),
+        model_name=args.model_name, limit=args.limit, system_prompt=args.system_prompt,
     )
     print(json.dumps({"predictions": str(path)}))
 
@@ -87,7 +87,7 @@ def _vlmevalkit(args: argparse.Namespace) -> None:
         args.model, args.datasets, args.work_dir, vlmevalkit=args.vlmevalkit, kit_python=args.kit_python,
         judge=args.judge, judge_base_url=args.judge_base_url, use_vllm=args.use_vllm,
         attn_implementation=args.attn_implementation, api_nproc=args.api_nproc,
-        system_prompt=resolve_system_prompt(args.system_prompt), model_name=args.model_name,
+        system_prompt=args.system_prompt, model_name=args.model_name,
         min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens, mode=args.mode,
         data_root=args.data_root, out=args.out, parse_only=args.parse_only,
     )
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
         max_new_tokens=args.max_new_tokens, model_name=args.model_name, limit=args.limit, judge=args.judge,
         judge_model=args.judge_model, judge_workers=args.judge_workers, kit_python=args.kit_python,
-        system_prompt=resolve_system_prompt(args.system_prompt),
+        system_prompt=args.system_prompt,
     )
     print(json.dumps(result["row"], indent=2))
 
