@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 from dft_mm.llamafactory.fused_head import FusedLMHead
 from dft_mm.llamafactory.head_support import find_lm_head
+from dft_mm.loss_spec import LossSpec
 from dft_mm.losses import dft_loss_and_stats
 from dft_mm.tiny import build_tiny_text
 
@@ -24,7 +25,7 @@ def _batch(vocab: int):
 def _assert_fused_equals_logits_path(model, input_ids, labels, **forward_kwargs):
     head, reason = find_lm_head(model)
     assert head is not None, reason
-    fused = FusedLMHead(head, level="token", alpha=1.0)
+    fused = FusedLMHead(head, LossSpec.dft())
     with fused.armed(labels, num_items_in_batch=11):
         outputs = model(input_ids=input_ids, **forward_kwargs)
     assert outputs.logits.shape[-1] == 0  # no [B, T, V] tensor was built
@@ -84,7 +85,7 @@ def test_lora_on_lm_head_is_not_fused(tiny_text_model):
 def test_sliced_hidden_states_are_refused(tiny_text_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_text_model)
     input_ids, labels = _batch(model.config.vocab_size)
-    fused = FusedLMHead(model.get_output_embeddings(), level="token", alpha=1.0)
+    fused = FusedLMHead(model.get_output_embeddings(), LossSpec.dft())
     with pytest.raises(RuntimeError, match="sliced its hidden states"), fused.armed(labels, None):
         model(input_ids=input_ids, logits_to_keep=1)
 
@@ -115,7 +116,7 @@ def test_unknown_logit_maps_are_declined_and_refused_at_run_time(tiny_text_model
     plan = plan_fused_head(model)
     assert plan.head is None and "changes the logits after lm_head (`logits = logits * 2.0`)" in plan.reason
     input_ids, labels = _batch(model.config.vocab_size)
-    fused = FusedLMHead(model.get_output_embeddings(), level="token", alpha=1.0)  # forced on anyway
+    fused = FusedLMHead(model.get_output_embeddings(), LossSpec.dft())  # forced on anyway
     with fused.armed(labels, None):
         outputs = model(input_ids)
     with pytest.raises(RuntimeError, match=r"applies \['Mul'\] to its logits after lm_head"):
@@ -139,8 +140,8 @@ def test_fp16_autocast_with_a_grad_scaler_matches_the_unfused_head(tiny_text_mod
     def step(fused: bool):
         model = AutoModelForCausalLM.from_pretrained(tiny_text_model).train()
         input_ids, labels = _batch(model.config.vocab_size)
-        head = FusedLMHead(model.get_output_embeddings(), "token", 1.0) if fused else None
-        objective = TrainerObjective("token", 1.0, StatsWindow(), head, None, lambda: 0)
+        head = FusedLMHead(model.get_output_embeddings(), LossSpec.dft()) if fused else None
+        objective = TrainerObjective(LossSpec.dft(), StatsWindow(LossSpec.dft()), head, None, lambda: 0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
         inputs = {"input_ids": input_ids, "labels": labels}

@@ -17,6 +17,7 @@ import json, sys, torch
 from liger_kernel.transformers import apply_liger_kernel_to_qwen2
 from transformers import AutoModelForCausalLM
 from dft_mm.llamafactory.fused_head import FusedLMHead
+from dft_mm.loss_spec import LossSpec
 from dft_mm.llamafactory.head_support import plan_fused_head
 from dft_mm.llamafactory.trainer import uses_liger_forward
 from dft_mm.losses import dft_loss_and_stats
@@ -28,7 +29,7 @@ ids = torch.randint(10, 200, (2, 9), generator=torch.Generator().manual_seed(0))
 labels = ids.clone()
 labels[:, :4] = -100
 plan = plan_fused_head(model)  # Liger's forward is read for what it does after lm_head
-fused = FusedLMHead(plan.head, "token", 1.0)
+fused = FusedLMHead(plan.head, LossSpec.dft())
 with fused.armed(labels, 10):
     outputs = model(input_ids=ids)
 result = fused.take()

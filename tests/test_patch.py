@@ -10,6 +10,7 @@ import torch
 
 import dft_mm
 from dft_mm.llamafactory.metrics import StatsWindow
+from dft_mm.loss_spec import LossSpec
 from dft_mm.losses import dft_loss_and_stats
 
 
@@ -48,25 +49,54 @@ def test_no_key_leaves_llamafactory_in_charge_and_keys_resolve(parse):
 def test_upstream_use_dft_loss_maps_to_sft_loss_dft(parse):
     args = parse(use_dft_loss=True)
     assert args.sft_loss == "dft" and args.use_dft_loss is False  # upstream's own DFT path stays off
+    assert args.dft_upstream_flag == "use_dft_loss"
+
+
+def test_asft_eaft_and_the_weight_floor_resolve_to_loss_specs(parse):
+    from dft_mm.loss_spec import LossSpec
+
+    args = parse(use_asft_loss=True, asft_alpha=0.3)
+    # ASFT: use_asft_loss stays on so that LLaMA-Factory builds its reference model; dft_mm serves the loss
+    assert (args.sft_loss, args.use_asft_loss, args.dft_upstream_flag) == ("asft", True, "use_asft_loss")
+    assert args.loss_spec == LossSpec.asft(0.3)
+    args = parse(sft_loss="asft")
+    assert args.use_asft_loss is True and args.loss_spec == LossSpec.asft(0.1) and args.dft_upstream_flag is None
+    args = parse(use_eaft_loss=True, eaft_alpha=0.5)
+    assert (args.sft_loss, args.use_eaft_loss, args.loss_spec) == ("eaft", False, LossSpec.eaft(0.5))
+    args = parse(sft_loss="dft", dft_level="sentence", dft_min_weight=0.05)
+    assert args.loss_spec == LossSpec.dft("sentence", 1.0, 0.05)
+    assert parse(sft_loss="nll").loss_spec == LossSpec.nll()
 
 
 @pytest.mark.parametrize(
     "keys, message",
     [
-        ({"sft_loss": "kl"}, "sft_loss must be 'nll' or 'dft'"),
+        ({"sft_loss": "kl"}, "sft_loss must be one of nll, dft, asft, eaft"),
         ({"sft_loss": "dft", "dft_level": "word"}, "dft_level must be one of token, sentence, geomean"),
         ({"sft_loss": "dft", "dft_alpha": -1}, "dft_alpha must be a finite number >= 0"),
         ({"sft_loss": "dft", "dft_alpha": "high"}, "dft_alpha must be a finite number >= 0"),
         ({"sft_loss": "dft", "dft_fused": "maybe"}, "dft_fused must be one of auto, true, false"),
-        ({"sft_loss": "dft", "use_eaft_loss": True}, "conflicts with use_eaft_loss"),
-        ({"sft_loss": "dft", "use_asft_loss": True}, "conflicts with use_asft_loss"),
-        ({"use_dft_loss": True, "sft_loss": "nll"}, "use_dft_loss: true conflicts with sft_loss: nll"),
+        ({"sft_loss": "dft", "use_eaft_loss": True}, "sft_loss: dft conflicts with use_eaft_loss: true"),
+        ({"sft_loss": "dft", "use_asft_loss": True}, "sft_loss: dft conflicts with use_asft_loss: true"),
+        ({"use_dft_loss": True, "sft_loss": "nll"}, "sft_loss: nll conflicts with use_dft_loss: true"),
+        ({"use_dft_loss": True, "use_asft_loss": True}, "select different losses .* silently use use_dft_loss"),
+        ({"use_asft_loss": True, "use_eaft_loss": True}, "select different losses"),
         ({"dft_level": "sentence"}, "only take effect with an sft_loss"),
         ({"dft_fused": True}, "only take effect with an sft_loss"),
+        ({"dft_min_weight": 0.1}, "only take effect with an sft_loss"),
         ({"sft_loss": "nll", "dft_alpha": 0.5}, "only apply with sft_loss: dft"),
+        ({"sft_loss": "asft", "dft_min_weight": 0.1}, "dft_min_weight only apply with sft_loss: dft"),
+        ({"sft_loss": "eaft", "dft_level": "sentence"}, "dft_level only apply with sft_loss: dft"),
+        ({"sft_loss": "dft", "dft_min_weight": 1.5}, r"dft_min_weight must be a finite number in \[0, 1\]"),
+        ({"sft_loss": "dft", "dft_min_weight": -0.1}, r"dft_min_weight must be a finite number in \[0, 1\]"),
+        ({"sft_loss": "asft", "asft_alpha": -0.1}, "asft_alpha must be a finite number >= 0"),
+        ({"use_eaft_loss": True, "eaft_alpha": -1}, "eaft_alpha must be a finite number >= 0"),
+        ({"sft_loss": "asft", "dft_fused_backend": "triton"}, "dft_fused_backend: triton serves sft_loss nll and dft"),
         ({"sft_loss": "nll", "use_eaft_loss": True}, "sft_loss: nll conflicts with use_eaft_loss"),
         ({"sft_loss": "dft", "dft_fused_backend": "cuda"}, "dft_fused_backend must be one of auto, torch, triton"),
         ({"sft_loss": "dft", "use_hyper_parallel": True}, "not served with use_hyper_parallel"),
+        ({"use_asft_loss": True, "stage": "dpo"}, "sft_loss: asft applies to stage: sft only; got stage: dpo"),
+        ({"sft_loss": "eaft", "stage": "pt"}, "applies to stage: sft only"),
     ],
 )
 def test_bad_values_and_conflicts_are_errors(parse, keys, message):
@@ -112,7 +142,7 @@ def test_all_masked_micro_batch_backpropagates_zero_through_a_real_model(tiny_te
     loss.backward()
     assert loss.item() == 0.0
     assert all(p.grad is not None and torch.count_nonzero(p.grad) == 0 for p in model.parameters() if p.requires_grad)
-    window = StatsWindow()
+    window = StatsWindow(LossSpec.dft())
     window.add(stats)
     assert window.flush(torch.device("cpu")) == {}  # nothing supervised: no metric rather than 0/0
 

@@ -23,7 +23,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from dft_mm.bench.measure import device_name, liger_unavailable, memory_now, memory_peak, reset_peak, sync, timed_repeats
+from dft_mm.bench.measure import (
+    device_name,
+    liger_unavailable,
+    memory_now,
+    memory_peak,
+    reset_peak,
+    sync,
+    timed_repeats,
+)
 
 METHODS = ("hf_ce", "lf_dft", "liger_ce", "dft_fused_torch", "dft_fused_triton")
 # Qwen2-architecture shapes (random weights); "tiny" is for tests on CPU.
@@ -104,10 +112,11 @@ def loss_function(cfg: StepConfig, model):
     from dft_mm.llamafactory.head_support import plan_fused_head
     from dft_mm.llamafactory.metrics import StatsWindow
     from dft_mm.llamafactory.objective import TrainerObjective
+    from dft_mm.loss_spec import LossSpec
 
     backend = cfg.method.removeprefix("dft_fused_")
-    head = FusedLMHead(plan_fused_head(model).head, "token", 1.0, backend=backend)
-    objective = TrainerObjective("token", 1.0, StatsWindow(), head, None, lambda: 0)
+    head = FusedLMHead(plan_fused_head(model).head, LossSpec.dft(), backend=backend)
+    objective = TrainerObjective(LossSpec.dft(), StatsWindow(LossSpec.dft()), head, None, lambda: 0)
 
     def fused(input_ids, labels):
         with objective.forward({"labels": labels}, None, fused=True, segments=None):

@@ -5,7 +5,7 @@ default) and Triton (CUDA, opt-in). ``dft-mm bench head`` compares them with the
 The API is loaded on first use, so ``dft-mm --help`` does not import torch.
 """
 
-__all__ = ["linear_dft", "linear_dft_and_stats", "LogitTransform"]
+__all__ = ["linear_dft", "linear_dft_and_stats", "linear_sft_and_stats", "LogitTransform", "ReferenceHead"]
 
 
 def __getattr__(name: str):
@@ -13,6 +13,10 @@ def __getattr__(name: str):
         from dft_mm.fused.transforms import LogitTransform
 
         return LogitTransform
+    if name == "ReferenceHead":
+        from dft_mm.fused.reference import ReferenceHead
+
+        return ReferenceHead
     if name in __all__:
         from dft_mm.fused import api
 

@@ -29,8 +29,10 @@ Precision (the same rounding points as ``nn.Linear`` + :func:`dft_mm.losses.dft_
 
 Passes over the logits:
 
-* ``level="token"`` or ``alpha == 0``: one pass (logits GEMM, softmax kernel, two gradient
-  GEMMs), the same three GEMMs as the unfused head.
+* token-local weights (``level="token"``, ``alpha == 0``, EAFT, ASFT): one pass (logits GEMM,
+  softmax kernel, two gradient GEMMs), the same three GEMMs as the unfused head; ASFT adds
+  the reference head's logits GEMM per chunk (four GEMMs), from the reference's last hidden
+  states (:class:`~dft_mm.fused.reference.ReferenceHead`), and its softmax beside the policy's.
 * ``level="sentence" | "geomean"`` with ``alpha > 0``: the weight of a token depends on the
   sum of log-probabilities over its whole sequence (a row, or one packed sample of it), so a
   first pass computes every target log-probability (one extra logits GEMM, nothing stored but
@@ -40,19 +42,34 @@ Passes over the logits:
 
 A :class:`~dft_mm.fused.transforms.LogitTransform` (soft-capping, logit scaling) is replayed
 on each chunk's logits with autograd, so its gradient is exactly the unfused one.
+
+Every pass also yields, per supervised token, the predictive entropy (a statistic) and, with a
+reference, the KL term; none of them needs more than the chunk's ``[C, V]`` buffers.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from dft_mm.fused.chunking import auto_chunk_size
 from dft_mm.fused.transforms import LogitTransform
-from dft_mm.losses import NumItems, dft_weights, needs_sequences, normaliser, reduce_weighted_nll
+from dft_mm.loss_spec import LossSpec
+from dft_mm.losses import (
+    NumItems,
+    apply_floor,
+    count_sequences,
+    normaliser,
+    reduce_loss,
+    sequence_weights,
+)
+
+if TYPE_CHECKING:
+    from dft_mm.fused.reference import ReferenceHead
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +83,7 @@ class HeadConfig:
 
     batch: int  # B
     seq_len: int  # T
-    level: str
-    alpha: float
+    spec: LossSpec
     num_items_in_batch: NumItems
     chunk_size: int | None
     rows: object  # TorchRows | TritonRows
@@ -77,6 +93,7 @@ class HeadConfig:
     transform: LogitTransform | None = None
     grad_scale: float | None = None  # fp16: the loss scaler's scale, if known
     fp32_logits: bool = False  # keep the logits GEMM's fp32 accumulator instead of rounding like nn.Linear
+    reference: ReferenceHead | None = None  # ASFT: the frozen reference's hidden states and head
 
 
 def accumulator_dtype(gemm_dtype: torch.dtype) -> torch.dtype:
@@ -158,16 +175,45 @@ def _logprobs(rows, z, targets, transform):
     return rows.target_logprobs(z if transform is None else transform(z), targets)
 
 
-def _logprobs_and_grad(rows, z, targets, transform, **scaling):
-    """``(log p_y, d loss / d z)`` of one chunk; through ``transform`` by local autograd."""
-    if transform is None:
-        return rows.softmax_grad_(z, targets, **scaling)
+def _terms_and_grad(rows, z, targets, transform, spec, *, want_grad, **scaling):
+    """``(RowTerms, d loss / d z or None)`` of one chunk; through ``transform`` by local autograd."""
+    if transform is None or not want_grad:
+        z = z if transform is None else transform(z)
+        return rows.terms_and_grad_(z, targets, spec, want_grad=want_grad, **scaling)
     with torch.enable_grad():
         z = z.requires_grad_()
         transformed = transform(z)
-    logp, grad_transformed = rows.softmax_grad_(transformed.detach(), targets, **scaling)
+    terms, grad_transformed = rows.terms_and_grad_(transformed.detach(), targets, spec, want_grad=True, **scaling)
     (grad_z,) = torch.autograd.grad(transformed, z, grad_transformed)
-    return logp, grad_z
+    return terms, grad_z
+
+
+class _PerToken:
+    """``[N]`` fp32 buffers of the per-token results (log p, entropy, weight, KL), filled chunk by chunk."""
+
+    def __init__(self, n: int, device, spec: LossSpec):
+        zeros = lambda: torch.zeros(n, dtype=torch.float32, device=device)  # noqa: E731
+        self.logp, self.entropy = zeros(), zeros()
+        self.weight = zeros() if spec.weights_from_entropy else None
+        self.kl = zeros() if spec.needs_reference else None
+
+    def record(self, rows: torch.Tensor, terms) -> None:
+        self.logp[rows] = terms.logp
+        self.entropy[rows] = terms.entropy
+        if self.weight is not None:
+            self.weight[rows] = terms.weight
+        if self.kl is not None:
+            self.kl[rows] = terms.kl
+
+
+def _weights(cfg: HeadConfig, logp: torch.Tensor, entropy_weight: torch.Tensor | None, mask_bt: torch.Tensor):
+    """``([B, T] weights, sequence counts or None)`` from the per-token buffers."""
+    if entropy_weight is not None:
+        return entropy_weight.view_as(mask_bt) * mask_bt, None
+    spec = cfg.spec
+    raw = sequence_weights(logp.view_as(mask_bt), mask_bt, spec.level, spec.alpha, cfg.segments)
+    counts = count_sequences(raw == 0, mask_bt, cfg.segments) if spec.needs_sequences else None
+    return apply_floor(raw, mask_bt, spec.min_weight), counts
 
 
 def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, needs_grad):
@@ -183,58 +229,62 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
         ``(loss, stats, grads, scale)`` with ``grads`` a :class:`_Gradients` (or None) holding
         ``scale`` times the gradients.
     """
-    rows, dtype = cfg.rows, cfg.gemm_dtype
+    rows, dtype, spec, reference = cfg.rows, cfg.gemm_dtype, cfg.spec, cfg.reference
     index = mask.nonzero().squeeze(1)
     targets = shifted_labels[index]
     supervised = index.numel()
     w_gemm = weight.to(dtype)
     b_gemm = None if bias is None else bias.to(dtype)
     logit_dtype = torch.float32 if cfg.fp32_logits and dtype.itemsize < 4 else dtype
-    per_logit = rows.bytes_per_logit(logit_dtype) + (dtype.itemsize if logit_dtype != dtype else 0)
+    per_logit = rows.bytes_per_logit(logit_dtype, spec) + (dtype.itemsize if logit_dtype != dtype else 0)
     chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], per_logit, hidden.device)
     mask_bt = mask.view(cfg.batch, cfg.seq_len)
     n_items = normaliser(mask_bt, cfg.num_items_in_batch)
-    logp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device)
+    per_token = _PerToken(mask.numel(), hidden.device, spec)
 
-    def weights_from_logp():
-        return dft_weights(logp.view_as(mask_bt), mask_bt, cfg.level, cfg.alpha, cfg.segments)
+    def logits_of(part):
+        h_chunk = hidden[index[part]].to(dtype)
+        ref = None if reference is None else reference.chunk_logits(index[part], cfg.fp32_logits)
+        return h_chunk, chunk_logits(h_chunk, w_gemm, b_gemm, cfg.fp32_logits), ref
 
     want_grads = any(needs_grad)
-    two_pass = needs_sequences(cfg.level, cfg.alpha)
-    weights = None
-    if two_pass or not want_grads:
+    weights, counts = None, None
+    if spec.needs_sequences and want_grads:  # first pass: every log p, for the sequence weights
         for part in _chunks(supervised, chunk):
             z = chunk_logits(hidden[index[part]].to(dtype), w_gemm, b_gemm, cfg.fp32_logits)
-            logp[index[part]] = _logprobs(rows, z, targets[part], cfg.transform)
+            per_token.logp[index[part]] = _logprobs(rows, z, targets[part], cfg.transform)
             del z
-        weights = weights_from_logp()
+        weights, counts = _weights(cfg, per_token.logp, None, mask_bt)
 
     grads, scale = None, 1.0
     if want_grads:
         grads = _Gradients(hidden, weight, needs_grad, accumulator_dtype(dtype))
         scale = gradient_scale(dtype, n_items, cfg.grad_scale)
-        inv_n = scale / n_items
-        for part in _chunks(supervised, chunk):
-            h_chunk = hidden[index[part]].to(dtype)
-            z = chunk_logits(h_chunk, w_gemm, b_gemm, cfg.fp32_logits)
-            token_scale = None if weights is None else weights.view(-1)[index[part]] * inv_n
-            chunk_logp, grad_z = _logprobs_and_grad(
-                rows, z, targets[part], cfg.transform, scale=token_scale, alpha=cfg.alpha, inv_n=inv_n
-            )
-            grad_z = grad_z.to(dtype)  # the gradient GEMMs run in the GEMM dtype (a no-op unless fp32 logits)
-            logp[index[part]] = chunk_logp
-            grads.add_chunk(grad_z, h_chunk, index[part], w_gemm)
-            del z, grad_z
-        if weights is None:
-            weights = weights_from_logp()
+    inv_n = scale / n_items
+    for part in _chunks(supervised, chunk):
+        h_chunk, z, ref = logits_of(part)
+        token_scale = None if weights is None else weights.view(-1)[index[part]] * inv_n
+        terms, grad_z = _terms_and_grad(
+            rows, z, targets[part], cfg.transform, spec, want_grad=want_grads, scale=token_scale, inv_n=inv_n, ref=ref
+        )
+        per_token.record(index[part], terms)
+        if grad_z is not None:
+            grads.add_chunk(grad_z.to(dtype), h_chunk, index[part], w_gemm)  # the gradient GEMMs run in the GEMM dtype
+        del z, ref, grad_z
+    if weights is None:
+        weights, counts = _weights(cfg, per_token.logp, per_token.weight, mask_bt)
 
-    loss, stats = reduce_weighted_nll(logp.view_as(mask_bt), mask_bt, weights, cfg.num_items_in_batch)
+    kl = None if per_token.kl is None else per_token.kl.view_as(mask_bt)
+    loss, stats = reduce_loss(
+        per_token.logp.view_as(mask_bt), mask_bt, weights, cfg.num_items_in_batch,
+        entropy=per_token.entropy.view_as(mask_bt), kl=kl, kl_coef=spec.kl_coef, sequences=counts,
+    )
     return loss, stats, grads, scale
 
 
 class LinearDFTFunction(torch.autograd.Function):
     """``apply(hidden [N, H], weight [V, H], bias [V] | None, shifted_labels [N], mask [N],
-    cfg) -> (loss, nll_sum, prob_sum, num_tokens)``; only ``loss`` is differentiable."""
+    cfg) -> (loss, *LossStats fields)``; only ``loss`` is differentiable."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, shifted_labels, mask, cfg):
@@ -245,8 +295,9 @@ class LinearDFTFunction(torch.autograd.Function):
             loss, stats, grads, scale = fused_forward(hidden, weight, bias, shifted_labels, mask, cfg, needs)
         ctx.grads, ctx.scale, ctx.gemm_dtype = grads, scale, cfg.gemm_dtype
         ctx.input_dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
-        ctx.mark_non_differentiable(stats.nll_sum, stats.prob_sum, stats.num_tokens)
-        return loss, stats.nll_sum, stats.prob_sum, stats.num_tokens
+        values = tuple(getattr(stats, item.name) for item in fields(stats))
+        ctx.mark_non_differentiable(*values)
+        return (loss, *values)
 
     @staticmethod
     def backward(ctx, grad_loss, *unused):

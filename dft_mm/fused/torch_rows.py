@@ -1,19 +1,53 @@
 """Per-chunk softmax work of the fused head in plain PyTorch (any device; the reference).
 
 The logits of a chunk come from the GEMM in the GEMM dtype (bf16/fp16/fp32/fp64), exactly as
-an ``nn.Linear`` would return them; the softmax, target log-probability, weight and logit
-gradient are then computed in fp32 (fp64 for fp64), as :func:`dft_mm.losses.dft_loss` does
-on materialised logits, and the gradient is handed back in the GEMM dtype.
+an ``nn.Linear`` would return them; the softmax, target log-probability, weight, entropy,
+KL to the reference (ASFT) and logit gradient are then computed in fp32 (fp64 for fp64), as
+:func:`dft_mm.losses.sft_loss` does on materialised logits, and the gradient is handed back in
+the GEMM dtype.
+
+Per chunk of ``C`` rows and ``V`` logits the work is: one logsumexp, one ``exp`` into a
+second ``[C, V]`` buffer (the probabilities, overwritten by the gradient), row dot products
+for the entropy; with a reference, the same for its logits plus one subtraction for the KL.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from dft_mm.loss_spec import LossSpec
+from dft_mm.losses import topk_entropy_weight
 
 
 def _working_copy(z: torch.Tensor) -> torch.Tensor:
     """``z`` in fp32 (fp64 stays fp64); a new tensor when ``z`` is low precision."""
     return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum(a * b, -1)`` per row without a ``[C, V]`` temporary."""
+    return torch.einsum("cv,cv->c", a, b)
+
+
+def token_weight(logp: torch.Tensor, spec: LossSpec) -> torch.Tensor:
+    """Token-level DFT weight ``max(p ** alpha, min_weight)`` from ``log p`` ``[C]`` (fp32), as
+    :func:`dft_mm.losses.dft_weights` computes it."""
+    weight = torch.exp(spec.alpha * logp) if spec.alpha else torch.ones_like(logp)
+    return weight.clamp_min(spec.min_weight) if spec.min_weight else weight
+
+
+@dataclass
+class RowTerms:
+    """Per-row results of one chunk, all ``[C]`` fp32: ``logp`` (target log-probability),
+    ``entropy`` (predictive entropy), ``weight`` (the NLL weight, when the rows computed it:
+    token-local objectives) and ``kl`` (to the reference, when there is one)."""
+
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    weight: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
 
 
 class TorchRows:
@@ -22,9 +56,11 @@ class TorchRows:
     name = "torch"
 
     @staticmethod
-    def bytes_per_logit(gemm_dtype: torch.dtype) -> int:
-        """Memory per logit of a chunk: the GEMM output, its fp32 copy, a logsumexp temporary."""
-        return gemm_dtype.itemsize + 8
+    def bytes_per_logit(gemm_dtype: torch.dtype, spec: LossSpec) -> int:
+        """Memory per logit of a chunk: the GEMM output, its fp32 copy, the probabilities, a
+        logsumexp temporary; with a reference, the same again for its logits."""
+        one = gemm_dtype.itemsize + 12
+        return 2 * one if spec.needs_reference else one
 
     @staticmethod
     def _logprobs_lse(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,19 +71,38 @@ class TorchRows:
         """``log p_y`` ``[C]`` fp32 of logits ``z`` ``[C, V]``."""
         return self._logprobs_lse(_working_copy(z), y)[0].float()
 
-    def softmax_grad_(self, z, y, *, scale, alpha, inv_n):
-        """``d loss / d z = scale * (softmax(z) - onehot(y))`` in ``z``'s dtype.
+    def terms_and_grad_(self, z, y, spec: LossSpec, *, scale=None, inv_n=None, ref=None, want_grad=True):
+        """:class:`RowTerms` of the chunk and ``d loss / d z`` (None unless ``want_grad``).
 
-        ``scale`` ``[C]`` is the per-token ``w / N`` (times the head's gradient scale);
-        ``None`` means token level, where the weight ``p_y ** alpha`` comes from the row's own
-        probability and is multiplied by ``inv_n`` (0-dim tensor). ``z`` may be overwritten.
-        Returns ``(log p_y [C] fp32, grad [C, V])``.
+        ``d loss / d z = s * (softmax(z) - onehot(y)) + c * (softmax(z) - softmax(ref))`` with
+        ``s`` the token's ``w / N`` and ``c = kl_coef / N``. ``scale`` ``[C]`` gives ``s``
+        (sequence-level weights, known from a first pass); ``None`` means the weight comes
+        from the row itself (token-level DFT, NLL, EAFT) times ``inv_n`` (0-dim: ``1 / N``
+        times the head's gradient scale). ``ref`` ``[C, V]``: the reference's logits of the
+        same rows (ASFT). ``z`` and ``ref`` may be overwritten. The gradient is in ``z``'s dtype.
         """
         work = _working_copy(z)
         logp, lse = self._logprobs_lse(work, y)
+        weight = None
         if scale is None:
-            scale = torch.exp(alpha * logp) * inv_n
-        scale = scale.to(work.dtype)
-        work.sub_(lse[:, None]).exp_().mul_(scale[:, None])
-        work.scatter_add_(1, y[:, None], -scale[:, None])
-        return logp.float(), work.to(z.dtype)
+            weight = topk_entropy_weight(work, spec.entropy_alpha) if spec.weights_from_entropy else token_weight(logp, spec)
+        work.sub_(lse[:, None])  # log p
+        probs = work.exp()
+        terms = RowTerms(logp.float(), (-_rowdot(probs, work)).float(), None if weight is None else weight.float())
+        ref_probs = None
+        if ref is not None:
+            log_q = _working_copy(ref)
+            log_q.sub_(torch.logsumexp(log_q, dim=-1)[:, None])
+            ref_probs = log_q.exp()
+            terms.kl = _rowdot(ref_probs, log_q.sub_(work)).float()  # sum q * (log q - log p)
+            del log_q
+        if not want_grad:
+            return terms, None
+        token_scale = (weight * inv_n if scale is None else scale).to(work.dtype)
+        if ref_probs is not None:  # the KL part from p - q itself: no cancellation when the two are close
+            kl_part = torch.sub(probs, ref_probs, out=ref_probs).mul_((spec.kl_coef * inv_n).to(work.dtype))
+            probs.mul_(token_scale[:, None]).add_(kl_part)
+        else:
+            probs.mul_(token_scale[:, None])
+        probs.scatter_add_(1, y[:, None], -token_scale[:, None])
+        return terms, probs.to(z.dtype)

@@ -5,12 +5,16 @@ The logits GEMM stays in cuBLAS, in the GEMM dtype, so a chunk's logits ``z`` ``
 exactly what ``nn.Linear`` would return. One program handles one token row:
 
 1. an online logsumexp over vocabulary tiles in fp32 (running max and rescaled sum, one read
-   of the row);
+   of the row), with the rescaled sum of ``exp(z) * z`` beside it for the predictive entropy
+   ``H = lse - E_p[z]``;
 2. the target log-probability ``log p_y = z_y - lse`` and, at token level, the DFT weight
-   ``p_y ** alpha`` in fp32;
+   ``max(p_y ** alpha, min_weight)`` in fp32;
 3. a second sweep writing ``d loss / d z = scale * (softmax(z) - onehot(y))`` over ``z``
    itself, in ``z``'s dtype: each element is read and written by the same thread with the
    same layout, so the in-place update needs no barrier and no second ``[C, V]`` buffer.
+
+It serves the NLL and DFT objectives; ASFT's reference softmax and EAFT's top-20 entropy
+run in the torch backend (:func:`dft_mm.fused.api.resolve_backend` refuses them here).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from dft_mm.fused.torch_rows import RowTerms, token_weight
+from dft_mm.loss_spec import LossSpec
 
 MAX_BLOCK = 8192
 
@@ -30,8 +37,10 @@ def _dft_rows_kernel(
     scale_ptr,
     inv_n_ptr,
     logp_ptr,
+    entropy_ptr,
     vocab,
     alpha,
+    min_weight,
     WRITE_GRAD: tl.constexpr,
     TOKEN_SCALE: tl.constexpr,
     ALPHA_ZERO: tl.constexpr,
@@ -43,21 +52,26 @@ def _dft_rows_kernel(
 
     running_max = float("-inf")
     running_sum = 0.0
+    running_dot = 0.0  # sum of exp(x - running_max) * x
     for start in range(0, vocab, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         x = tl.load(z_row + cols, mask=cols < vocab, other=float("-inf")).to(tl.float32)
         new_max = tl.maximum(running_max, tl.max(x, 0))
-        running_sum = running_sum * tl.exp(running_max - new_max) + tl.sum(tl.exp(x - new_max), 0)
+        rescale = tl.exp(running_max - new_max)
+        e = tl.exp(x - new_max)
+        running_sum = running_sum * rescale + tl.sum(e, 0)
+        running_dot = running_dot * rescale + tl.sum(tl.where(e > 0.0, e * x, 0.0), 0)
         running_max = new_max
     lse = running_max + tl.log(running_sum)
     logp = tl.load(z_row + target).to(tl.float32) - lse
     tl.store(logp_ptr + row, logp)
+    tl.store(entropy_ptr + row, lse - running_dot / running_sum)
 
     if WRITE_GRAD:
         if TOKEN_SCALE:
             scale = tl.load(inv_n_ptr).to(tl.float32)
             if not ALPHA_ZERO:
-                scale = scale * tl.exp(alpha * logp)
+                scale = scale * tl.maximum(tl.exp(alpha * logp), min_weight)
         else:
             scale = tl.load(scale_ptr + row).to(tl.float32)
         for start in range(0, vocab, BLOCK):
@@ -68,7 +82,7 @@ def _dft_rows_kernel(
             tl.store(z_row + cols, g.to(z_ptr.dtype.element_ty), mask=cols < vocab)
 
 
-def _launch(z, y, logp, *, write_grad=False, scale=None, inv_n=None, alpha=0.0):
+def _launch(z, y, logp, entropy, *, write_grad=False, scale=None, inv_n=None, alpha=0.0, min_weight=0.0):
     rows, vocab = z.shape
     if rows == 0:
         return
@@ -80,8 +94,10 @@ def _launch(z, y, logp, *, write_grad=False, scale=None, inv_n=None, alpha=0.0):
         logp if scale is None else scale,
         logp if inv_n is None else inv_n.reshape(1).float(),
         logp,
+        entropy,
         vocab,
         float(alpha),
+        float(min_weight),
         WRITE_GRAD=write_grad,
         TOKEN_SCALE=scale is None,
         ALPHA_ZERO=float(alpha) == 0.0,
@@ -96,25 +112,30 @@ class TritonRows:
     name = "triton"
 
     @staticmethod
-    def bytes_per_logit(gemm_dtype: torch.dtype) -> int:
+    def bytes_per_logit(gemm_dtype: torch.dtype, spec: LossSpec) -> int:
         """The logits alone: the gradient is written over them."""
         return gemm_dtype.itemsize
 
     @staticmethod
-    def target_logprobs(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _outputs(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.empty(z.shape[0], dtype=torch.float32, device=z.device),
+                torch.empty(z.shape[0], dtype=torch.float32, device=z.device))
+
+    def target_logprobs(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``log p_y`` ``[C]`` fp32 (one sweep of the kernel, nothing written to ``z``)."""
-        logp = torch.empty(z.shape[0], dtype=torch.float32, device=z.device)
-        _launch(z.contiguous(), y, logp)
+        logp, entropy = self._outputs(z)
+        _launch(z.contiguous(), y, logp, entropy)
         return logp
 
-    def softmax_grad_(self, z, y, *, scale, alpha, inv_n):
-        """Overwrite ``z`` with ``scale * (softmax(z) - onehot(y))`` (same dtype).
-
-        ``scale`` ``[C]`` fp32 is ``w / N`` per token; ``None`` means token level (weight
-        ``p_y ** alpha`` computed in the kernel, times ``inv_n``). Returns
-        ``(log p_y [C] fp32, grad [C, V])`` where ``grad`` is ``z``.
-        """
+    def terms_and_grad_(self, z, y, spec: LossSpec, *, scale=None, inv_n=None, ref=None, want_grad=True):
+        """As :meth:`dft_mm.fused.torch_rows.TorchRows.terms_and_grad_` for the NLL and DFT
+        objectives (no ``ref``, no entropy weights): with ``want_grad``, ``z`` is overwritten
+        with ``s * (softmax(z) - onehot(y))`` (same dtype) and returned as the gradient."""
+        if ref is not None or spec.weights_from_entropy:
+            raise ValueError(f"the triton backend does not serve {spec.objective}; use backend='torch'.")
         z = z.contiguous()
-        logp = torch.empty(z.shape[0], dtype=torch.float32, device=z.device)
-        _launch(z, y, logp, write_grad=True, scale=None if scale is None else scale.float().contiguous(), inv_n=inv_n, alpha=alpha)
-        return logp, z
+        logp, entropy = self._outputs(z)
+        _launch(z, y, logp, entropy, write_grad=want_grad, scale=None if scale is None else scale.float().contiguous(),
+                inv_n=inv_n, alpha=spec.alpha, min_weight=spec.min_weight)
+        weight = token_weight(logp, spec) if scale is None else None
+        return RowTerms(logp, entropy, weight), (z if want_grad else None)

@@ -13,6 +13,11 @@ Engines see an ordinary module call whose output the loss depends on:
 * the trainer's loss adds ``stub.sum()`` (exactly 0) so the backward pass flows through the
   model's output, as with real logits: ZeRO-3 and FSDP re-gather the weight before the
   gradient reaches it, and DDP's ``find_unused_parameters`` sees every parameter as used.
+
+:class:`HeadCapture` does the same for a frozen reference model (ASFT): while armed, the
+reference's ``lm_head`` keeps its input hidden states and weight (a copy when an engine
+shards the weight and frees it after the call) and returns the same kind of empty stub, so
+the reference's forward never computes its ``[B, T, V]`` logits either.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from dataclasses import dataclass
 
 import torch
 
-from dft_mm.fused import linear_dft_and_stats
+from dft_mm.fused import linear_sft_and_stats
+from dft_mm.fused.api import gemm_dtype_for
+from dft_mm.fused.reference import ReferenceHead
 from dft_mm.fused.transforms import LogitTransform
+from dft_mm.loss_spec import LossSpec
 from dft_mm.losses import LossStats
 
 # autograd nodes of element-wise maps a model may apply to its logits after lm_head
@@ -52,14 +60,63 @@ def arithmetic_after(logits: torch.Tensor, stub: torch.Tensor) -> list[str]:
     return found[::-1]
 
 
-class FusedLMHead:
-    """Computes the (DFT) loss inside ``lm_head``'s forward while :meth:`armed`."""
+def _stub(hidden: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """An empty ``[B, T, 0]`` view of ``source`` (a scalar) in place of the logits."""
+    return source.reshape(1, 1, 1).expand(*hidden.shape[:2], 1)[..., :0]
 
-    def __init__(self, head: torch.nn.Linear, level: str, alpha: float, *, backend: str = "auto",
+
+class HeadCapture:
+    """Keeps the hidden states and weight a reference model's ``lm_head`` receives while armed.
+
+    ``copy_weight``: the engine frees the (gathered) weight after the call (DeepSpeed ZeRO-3,
+    FSDP), so it is copied, once per forward; otherwise the parameter itself is kept.
+    ``same_as``: the policy's head module, when the reference *is* the policy with its
+    adapters disabled (LoRA): its weight is then the policy's, taken when the loss is computed.
+    """
+
+    def __init__(self, head: torch.nn.Linear, transform: LogitTransform | None, *, copy_weight: bool,
+                 shares_policy_head: bool = False):
+        self.head = head
+        self.transform = transform
+        self.copy_weight = copy_weight
+        self.shares_policy_head = shares_policy_head
+        self._captured: ReferenceHead | None = None
+
+    @contextmanager
+    def armed(self):
+        self._captured = None
+        self.head.forward = self._forward
+        try:
+            yield
+        finally:
+            del self.head.forward
+
+    def take(self) -> ReferenceHead:
+        """The last armed forward's :class:`~dft_mm.fused.reference.ReferenceHead` (its weight
+        None when it shares the policy's head)."""
+        captured, self._captured = self._captured, None
+        if captured is None:
+            raise RuntimeError("dft_mm: the reference model's forward never called its lm_head; set dft_fused: false.")
+        return captured
+
+    def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight, bias = None, None
+        if not self.shares_policy_head:
+            weight, bias = self.head.weight.detach(), self.head.bias
+            if self.copy_weight:
+                weight = weight.clone()
+                bias = None if bias is None else bias.detach().clone()
+        self._captured = ReferenceHead(hidden.detach(), weight, bias, self.transform, gemm_dtype_for(hidden))
+        return _stub(hidden, hidden.new_zeros(()))
+
+
+class FusedLMHead:
+    """Computes the SFT loss inside ``lm_head``'s forward while :meth:`armed`."""
+
+    def __init__(self, head: torch.nn.Linear, spec: LossSpec, *, backend: str = "auto",
                  transform: LogitTransform | None = None):
         self.head = head
-        self.level = level
-        self.alpha = alpha
+        self.spec = spec
         self.backend = backend
         self.transform = transform
         self._pending: tuple | None = None
@@ -67,10 +124,11 @@ class FusedLMHead:
 
     @contextmanager
     def armed(self, labels: torch.Tensor, num_items_in_batch, segment_ids: torch.Tensor | None = None,
-              loss_scale: float | None = None):
+              loss_scale: float | None = None, reference: ReferenceHead | None = None):
         """Route the next ``lm_head`` call through the fused loss (labels ``[B, T]``;
-        ``loss_scale``: an fp16 loss scaler's current scale, when there is one)."""
-        self._pending = (labels, num_items_in_batch, segment_ids, loss_scale)
+        ``loss_scale``: an fp16 loss scaler's current scale, when there is one; ``reference``:
+        the reference model's captured head, for ASFT)."""
+        self._pending = (labels, num_items_in_batch, segment_ids, loss_scale, reference)
         self._result = None
         self.head.forward = self._forward
         try:
@@ -101,18 +159,21 @@ class FusedLMHead:
             )
 
     def _forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        labels, num_items_in_batch, segment_ids, loss_scale = self._pending
+        labels, num_items_in_batch, segment_ids, loss_scale, reference = self._pending
         if hidden.shape[:2] != labels.shape:
             raise RuntimeError(
                 f"dft_mm fused head: lm_head got hidden states {tuple(hidden.shape)} for labels "
                 f"{tuple(labels.shape)}; the model sliced its hidden states. Set dft_fused: false."
             )
-        loss, stats = linear_dft_and_stats(
+        if reference is not None and reference.weight is None:  # the policy itself, adapters disabled
+            reference = ReferenceHead(reference.hidden, self.head.weight.detach(), self.head.bias, reference.transform,
+                                      reference.gemm_dtype)
+        loss, stats = linear_sft_and_stats(
             hidden,
             self.head.weight,
             labels.to(hidden.device),
-            level=self.level,
-            alpha=self.alpha,
+            self.spec,
+            reference=reference,
             num_items_in_batch=num_items_in_batch,
             bias=self.head.bias,
             backend=self.backend,
@@ -120,6 +181,6 @@ class FusedLMHead:
             logit_transform=self.transform,
             grad_scale=loss_scale,
         )
-        stub = loss.view(1, 1, 1).expand(*hidden.shape[:2], 1)[..., :0]
+        stub = _stub(hidden, loss)
         self._result = FusedResult(loss, stats, stub)
         return stub

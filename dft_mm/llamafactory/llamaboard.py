@@ -1,6 +1,7 @@
-"""DFT in LlamaBoard (``llamafactory-cli webui``): a "Loss" group in the Train tab, its keys
-in the previewed command and the saved YAML, and ``nll`` / ``mean_target_prob`` in the
-running job's plot.
+"""dft_mm's objectives in LlamaBoard (``llamafactory-cli webui``): a "Loss" group in the Train
+tab (``sft_loss`` nll / dft / asft / eaft and each one's knobs), its keys in the previewed
+command and the saved YAML, and dft_mm's metrics (``nll``, ``mean_target_prob``, ``entropy``,
+``kl``) in the running job's plot.
 
 Applied by the import hook when ``llamafactory.webui.interface`` loads, only to the web UI
 layout this module knows (:data:`SUPPORTED_VERSIONS`); any other layout starts unchanged
@@ -16,13 +17,16 @@ from types import ModuleType
 
 from dft_mm.llamafactory.arguments import FUSED_MODES, LOSS_KEYS, SFT_LOSSES
 from dft_mm.llamafactory.llamaboard_locales import LANGUAGES, LOSS_LOCALES
-from dft_mm.losses import LEVELS
+from dft_mm.loss_spec import LEVELS
 
 logger = logging.getLogger("llamafactory.dft_mm")
 
 SUPPORTED_VERSIONS = ("0.9.5",)
 SFT_LOSS_CHOICES = ("default", *SFT_LOSSES)
-PLOTTED = ("loss", "nll", "mean_target_prob")
+PLOTTED = ("loss", "nll", "mean_target_prob", "entropy", "kl")  # panels, for the keys a run logged
+# the group's inputs, in order; each objective's own knobs are shown only when it is chosen
+INPUTS = ("sft_loss", "dft_level", "dft_alpha", "dft_min_weight", "asft_alpha", "eaft_alpha", "dft_fused")
+KNOBS = {"dft": ("dft_level", "dft_alpha", "dft_min_weight"), "asft": ("asft_alpha",), "eaft": ("eaft_alpha",)}
 
 
 def layout_problem(interface: ModuleType) -> str | None:
@@ -46,32 +50,47 @@ def layout_problem(interface: ModuleType) -> str | None:
     return None
 
 
-def loss_keys(sft_loss: str, level: str, alpha: float, fused: str) -> dict:
-    """The YAML keys the Loss group's values stand for (none for ``default``)."""
+def loss_keys(sft_loss: str, level: str, alpha: float, min_weight: float, asft_alpha: float, eaft_alpha: float,
+              fused: str) -> dict:
+    """The YAML keys the Loss group's values stand for (none for ``default``; a weight floor
+    only when it is set)."""
     if sft_loss == "default":
         return {}
     keys = {"sft_loss": sft_loss, "dft_fused": fused}  # "false" stays a string: the UI's cleaner drops False
     if sft_loss == "dft":
         keys.update(dft_level=level, dft_alpha=float(alpha))
+        if float(min_weight) > 0:
+            keys["dft_min_weight"] = float(min_weight)
+    elif sft_loss == "asft":
+        keys["asft_alpha"] = float(asft_alpha)
+    elif sft_loss == "eaft":
+        keys["eaft_alpha"] = float(eaft_alpha)
     return keys
 
 
 def _create_loss_group():
-    """The Loss accordion (LlamaBoard's look: an accordion of dropdowns and a slider)."""
+    """The Loss accordion (LlamaBoard's look: an accordion of dropdowns and sliders)."""
     import gradio as gr
 
     with gr.Accordion(open=False) as dft_tab:
         with gr.Row():
-            sft_loss = gr.Dropdown(choices=list(SFT_LOSS_CHOICES), value="default")
-            dft_level = gr.Dropdown(choices=list(LEVELS), value="token", visible=False)
-            dft_alpha = gr.Slider(minimum=0, maximum=2, value=1.0, step=0.05, visible=False)
-            dft_fused = gr.Dropdown(choices=list(FUSED_MODES), value="auto", visible=False)
+            elems = {
+                "sft_loss": gr.Dropdown(choices=list(SFT_LOSS_CHOICES), value="default"),
+                "dft_level": gr.Dropdown(choices=list(LEVELS), value="token", visible=False),
+                "dft_alpha": gr.Slider(minimum=0, maximum=2, value=1.0, step=0.05, visible=False),
+                "dft_min_weight": gr.Slider(minimum=0, maximum=1, value=0.0, step=0.01, visible=False),
+                "asft_alpha": gr.Slider(minimum=0, maximum=2, value=0.1, step=0.01, visible=False),
+                "eaft_alpha": gr.Slider(minimum=0, maximum=4, value=1.0, step=0.05, visible=False),
+                "dft_fused": gr.Dropdown(choices=list(FUSED_MODES), value="auto", visible=False),
+            }
+    shown = INPUTS[1:]
 
     def show(loss: str):
-        return (gr.update(visible=loss == "dft"), gr.update(visible=loss == "dft"), gr.update(visible=loss != "default"))
+        visible = {*KNOBS.get(loss, ()), *(() if loss == "default" else ("dft_fused",))}
+        return tuple(gr.update(visible=name in visible) for name in shown)
 
-    sft_loss.change(show, [sft_loss], [dft_level, dft_alpha, dft_fused], queue=False)
-    return {"dft_tab": dft_tab, "sft_loss": sft_loss, "dft_level": dft_level, "dft_alpha": dft_alpha, "dft_fused": dft_fused}
+    elems["sft_loss"].change(show, [elems["sft_loss"]], [elems[name] for name in shown], queue=False)
+    return {"dft_tab": dft_tab, **elems}
 
 
 def _place_after(block, anchor) -> None:
@@ -85,7 +104,7 @@ def _place_after(block, anchor) -> None:
 def _wrap_create_train_tab(original):
     def create_train_tab(engine):
         group = _create_loss_group()
-        inputs = [group[key] for key in ("sft_loss", "dft_level", "dft_alpha", "dft_fused")]
+        inputs = [group[key] for key in INPUTS]
         base_elems = engine.manager.get_base_elems
         # the tab registers its buttons with get_base_elems() plus its own inputs: ours join them
         engine.manager.get_base_elems = lambda: base_elems() | set(inputs)
@@ -102,8 +121,7 @@ def _wrap_create_train_tab(original):
 def _wrap_parse_train_args(original):
     def _parse_train_args(self, data):
         args = original(self, data)
-        get = lambda elem_id: data[self.manager.get_elem_by_id(elem_id)]  # noqa: E731
-        keys = loss_keys(get("train.sft_loss"), get("train.dft_level"), get("train.dft_alpha"), get("train.dft_fused"))
+        keys = loss_keys(*(data[self.manager.get_elem_by_id(f"train.{name}")] for name in INPUTS))
         clash = sorted(key for key in keys if key in args and args[key] != keys[key])
         if clash:
             raise ValueError(f"the Loss group and the extra arguments both set {', '.join(clash)}; keep one.")
@@ -122,8 +140,8 @@ def _wrap_clean_cmd(original):
 
 
 def loss_figure(trainer_log: list[dict], upstream_plot):
-    """LlamaBoard's loss plot, plus one panel each for ``nll`` and ``mean_target_prob`` when
-    the run logged them (dft_mm runs); otherwise exactly LlamaBoard's own figure."""
+    """LlamaBoard's loss plot, plus one panel for each of dft_mm's metrics the run logged
+    (``nll``, ``mean_target_prob``, ``entropy``, ``kl``); otherwise exactly LlamaBoard's own figure."""
     if not any("nll" in entry for entry in trainer_log):
         return upstream_plot(trainer_log)
     import matplotlib.pyplot as plt
@@ -131,8 +149,9 @@ def loss_figure(trainer_log: list[dict], upstream_plot):
 
     plt.close("all")
     plt.switch_backend("agg")
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(12, 3.6))
-    for ax, key in zip(axes, PLOTTED):
+    keys = [key for key in PLOTTED if key == "loss" or any(key in entry for entry in trainer_log)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3 * len(keys) + 1, 3.6))
+    for ax, key in zip(axes, keys):
         points = [(entry["current_steps"], entry[key]) for entry in trainer_log if entry.get(key) is not None]
         if points:
             steps, values = zip(*points)

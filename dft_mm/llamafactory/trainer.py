@@ -1,11 +1,12 @@
 """The SFT trainer hook: routes LLaMA-Factory's SFT loss through :mod:`dft_mm.losses`.
 
 ``make_trainer_class(CustomSeq2SeqTrainer)`` returns a subclass that, when the run asked for
-dft_mm (any dft_mm key or ``use_dft_loss``; see :mod:`dft_mm.llamafactory.arguments`),
+dft_mm (any dft_mm key or a ``use_*_loss`` flag; see :mod:`dft_mm.llamafactory.arguments`),
 installs :class:`~dft_mm.llamafactory.objective.TrainerObjective` as the HF Trainer's
 ``compute_loss_func``, arms the fused head around each training forward (and each loss-only
-evaluation forward), and adds ``nll`` / ``mean_target_prob`` to every training log. A run
-without dft_mm keys is left entirely to LLaMA-Factory.
+evaluation forward), runs ASFT's reference beside it, and adds the metrics of
+:mod:`dft_mm.llamafactory.metrics` to every training log. A run without dft_mm keys is left
+entirely to LLaMA-Factory.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dft_mm.llamafactory.head_support import HeadPlan, base_model, plan_fused_he
 from dft_mm.llamafactory.metrics import StatsWindow
 from dft_mm.llamafactory.objective import TrainerObjective
 from dft_mm.llamafactory.packing import packing_of, segment_ids
-from dft_mm.losses import needs_sequences
+from dft_mm.llamafactory.reference import ReferencePass
 
 # a child of the "llamafactory" logger, so it shares its handlers and rank-0 filtering
 logger = logging.get_logger("llamafactory.dft_mm")
@@ -30,11 +31,14 @@ def uses_liger_forward(model: torch.nn.Module) -> bool:
     return getattr(forward, "__module__", "").startswith("liger_kernel")
 
 
-def resolve_head_plan(model: torch.nn.Module, mode: str) -> HeadPlan:
-    """The fused-head plan per ``dft_fused``; logs why not under auto, raises under true."""
+def resolve_head_plan(model: torch.nn.Module, mode: str, reference: ReferencePass | None = None) -> HeadPlan:
+    """The fused-head plan per ``dft_fused``; logs why not under auto, raises under true.
+    With ASFT's ``reference``, its head must be capturable too."""
     if mode == "false":
         return HeadPlan(None, reason="dft_fused: false")
     plan = plan_fused_head(model)
+    if plan.head is not None and reference is not None and not reference.can_capture:
+        plan = HeadPlan(None, reason=f"the reference model's head cannot be fused ({reference.plan.reason})")
     if plan.head is None:
         if mode == "true":
             raise ValueError(f"dft_fused: true, but {plan.reason}; use dft_fused: auto or false.")
@@ -62,8 +66,18 @@ def _dataset_packing(trainer) -> str | None:
     return next((kind for kind in map(packing_of, datasets) if kind), None)
 
 
-def _describe(args, fused: FusedLMHead | None, packing: str | None) -> str:
-    parts = [f"dft_mm: sft_loss={args.sft_loss}" + (f" level={args.dft_level} alpha={args.dft_alpha}" if args.sft_loss == "dft" else "")]
+def _loss_details(args) -> str:
+    if args.sft_loss == "dft":
+        return f" level={args.dft_level} alpha={args.dft_alpha}" + (f" min_weight={args.dft_min_weight}" if args.dft_min_weight else "")
+    return {"asft": f" asft_alpha={args.loss_spec.kl_coef}", "eaft": f" eaft_alpha={args.loss_spec.entropy_alpha}"}.get(args.sft_loss, "")
+
+
+def _describe(args, fused: FusedLMHead | None, packing: str | None, reference: ReferencePass | None) -> str:
+    parts = [f"dft_mm: sft_loss={args.sft_loss}{_loss_details(args)}"]
+    if args.dft_upstream_flag:
+        parts.append(f"{args.dft_upstream_flag}: true served by dft_mm")
+    if reference is not None:
+        parts.append(reference.describe())
     if fused is None:
         parts.append("loss from logits")
     else:
@@ -76,30 +90,41 @@ def _describe(args, fused: FusedLMHead | None, packing: str | None) -> str:
     return ", ".join(parts)
 
 
+def build_reference(trainer, model: torch.nn.Module) -> ReferencePass:
+    """ASFT's reference: LLaMA-Factory's ``trainer.ref_model``, else the policy with its adapters disabled."""
+    sharded = bool(getattr(trainer, "is_fsdp_enabled", False)) or _is_zero3(trainer)
+    return ReferencePass(model, trainer.ref_model, sharded=sharded, unwrap=trainer.accelerator.unwrap_model)
+
+
+def _is_zero3(trainer) -> bool:
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
+
+
 def install_objective(trainer, args, window: StatsWindow) -> TrainerObjective | None:
     """Set ``trainer.compute_loss_func`` per the YAML keys; None where LLaMA-Factory stays in charge."""
     if not getattr(args, "dft_mm_active", False):
         return None
-    is_dft = args.sft_loss == "dft"
-    alpha = args.dft_alpha if is_dft else 0.0
+    spec = args.loss_spec
     model = trainer.accelerator.unwrap_model(trainer.model)
-    plan = resolve_head_plan(model, args.dft_fused)
+    reference = build_reference(trainer, model) if spec.needs_reference else None
+    plan = resolve_head_plan(model, args.dft_fused, reference)
     if plan.head is None and uses_liger_forward(model):
-        if not is_dft:
+        if spec.objective == "nll":
             logger.info_rank0("dft_mm: sft_loss nll with use_liger_kernel and no fused head: keeping Liger's loss.")
             return None
         logger.warning_rank0(
-            "dft_mm: DFT under use_liger_kernel without the fused head computes the loss from full "
+            f"dft_mm: {spec.objective} under use_liger_kernel without the fused head computes the loss from full "
             "[batch, seq, vocab] logits; expect the memory of plain HF. Set dft_fused: auto."
         )
     fused = None
     if plan.head is not None:
-        fused = FusedLMHead(plan.head, args.dft_level, alpha, backend=args.dft_fused_backend, transform=plan.transform)
-    trainer.dft_packing = _dataset_packing(trainer) if needs_sequences(args.dft_level, alpha) else None
+        fused = FusedLMHead(plan.head, spec, backend=args.dft_fused_backend, transform=plan.transform)
+    trainer.dft_packing = _dataset_packing(trainer) if spec.needs_sequences else None
     coef = getattr(base_model(model), "router_aux_loss_coef", None)
-    objective = TrainerObjective(args.dft_level, alpha, window, fused, coef, lambda: trainer.state.global_step)
+    objective = TrainerObjective(spec, window, fused, coef, lambda: trainer.state.global_step, reference)
     trainer.compute_loss_func = objective
-    logger.info_rank0(_describe(args, fused, trainer.dft_packing))
+    logger.info_rank0(_describe(args, fused, trainer.dft_packing, reference))
     return objective
 
 
@@ -109,11 +134,13 @@ def make_trainer_class(base: type) -> type:
     class DftSeq2SeqTrainer(base):
         def __init__(self, finetuning_args, *args, **kwargs):
             super().__init__(finetuning_args, *args, **kwargs)
-            self.dft_window = StatsWindow()
+            active = getattr(finetuning_args, "dft_mm_active", False)
+            self.dft_window = StatsWindow(finetuning_args.loss_spec) if active else None
             self.dft_packing = None
             self.dft_objective = install_objective(self, finetuning_args, self.dft_window)
             self._dft_loss_only_eval = False
             self._dft_eval_logged = False
+            self._dft_underflow_warned = False
 
         def compute_loss(self, model, inputs, *args, **kwargs):
             if self.dft_objective is None:
@@ -123,8 +150,11 @@ def make_trainer_class(base: type) -> type:
             fused = self._fused_forward(model)
             needs_scale = fused and model.training and self.dft_objective.fused is not None
             loss_scale = current_loss_scale(self) if needs_scale else None  # only the fused head uses it
+            # ASFT: the HF Trainer's compute_loss, since LLaMA-Factory's would run its own reference and loss
+            # (use_asft_loss stays on so that LLaMA-Factory builds the reference model; dft_mm runs it)
+            compute = super(base, self).compute_loss if self.dft_objective.reference else super().compute_loss
             with self.dft_objective.forward(inputs, num_items_in_batch, fused=fused, segments=segments, loss_scale=loss_scale):
-                return super().compute_loss(model, inputs, *args, **kwargs)
+                return compute(model, inputs, *args, **kwargs)
 
         def _fused_forward(self, model) -> bool:
             """Whether this forward may use the fused head: training, or a loss-only evaluation."""
@@ -146,7 +176,17 @@ def make_trainer_class(base: type) -> type:
         def log(self, logs: dict[str, float], *args, **kwargs) -> None:
             if "loss" in logs and self.dft_objective is not None:
                 logs.update(self.dft_window.flush(self.args.device))
+                self._warn_underflow(logs.get("weight_underflow", 0.0))
             super().log(logs, *args, **kwargs)
+
+        def _warn_underflow(self, share: float) -> None:
+            if share > 0 and not self._dft_underflow_warned:
+                self._dft_underflow_warned = True
+                logger.warning_rank0(
+                    f"dft_mm: {share:.1%} of the sequences since the last log have a sentence-level weight of exactly 0 "
+                    "(prod p underflows in fp32 on long sequences): they train with no gradient. Use dft_level: geomean, "
+                    "a dft_min_weight, or shorter sequences (logged as weight_underflow; warned once)."
+                )
 
     DftSeq2SeqTrainer.__qualname__ = DftSeq2SeqTrainer.__name__ = base.__name__
     DftSeq2SeqTrainer.__module__ = base.__module__

@@ -1,4 +1,5 @@
-"""``nll`` and ``mean_target_prob`` in LLaMA-Factory's ``trainer_log.jsonl``.
+"""dft_mm's metrics (``nll``, ``mean_target_prob``, ``entropy``, ``kl``, ``weight_underflow``)
+in LLaMA-Factory's ``trainer_log.jsonl``.
 
 LlamaBoard draws its running-job plot from that file, which LLaMA-Factory's ``LogCallback``
 writes with a fixed set of keys. The import hook wraps the callback so that, when a training
@@ -10,14 +11,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-STATS = ("nll", "mean_target_prob")
+from dft_mm.llamafactory.metrics import METRICS
 
 
 def stats_at(state, step) -> dict:
     """dft_mm's statistics of the training log at ``step`` in ``state.log_history`` (or {})."""
     for entry in reversed(getattr(state, "log_history", None) or []):
         if entry.get("step") == step and "loss" in entry:
-            return {key: entry[key] for key in STATS if key in entry}
+            return {key: entry[key] for key in METRICS if key in entry}
     return {}
 
 
