@@ -138,12 +138,40 @@ def test_vision_language_model_under_zero3(setup, tiny_vl_model):
     _assert_same_steps(history, reference)
 
 
+ASFT = {"sft_loss": "asft", "asft_alpha": 0.5}
+
+
+@pytest.fixture(scope="module")
+def asft_reference(setup):
+    """Single process, unfused ASFT: the frozen copy LLaMA-Factory builds, full [B, T, V] logits."""
+    return _run(setup, "ref_asft", setup["untied"], {**ASFT, "dft_fused": False})[0]
+
+
+@pytest.mark.parametrize("engine", ["ddp", "zero3"])
+def test_asft_under_ddp_and_zero3_equals_one_process(setup, asft_reference, engine):
+    """The reference model is placed as LLaMA-Factory places it: a full copy per rank under DDP,
+    ZeRO-3 partitioned like the policy under ZeRO-3; step 2 has a non-zero KL."""
+    history, log = _run(setup, f"{engine}_asft", setup["untied"], ASFT, engine=engine)
+    assert "fused lm_head+loss" in log
+    assert ("ZeRO-3 partitioned like the policy" in log) == (engine == "zero3")
+    _assert_same_steps(history, asft_reference, keys=("loss", "nll", "grad_norm"))
+    assert abs(history[0]["kl"]) < 1e-6 and history[1]["kl"] == pytest.approx(asft_reference[1]["kl"], rel=1e-3)
+
+
+def test_lora_asft_under_zero3_uses_the_base_model(setup):
+    lora = {**ASFT, "finetuning_type": "lora", "lora_rank": 4, "lora_target": "all", "learning_rate": 5e-3}
+    reference, _ = _run(setup, "ref_lora_asft", setup["untied"], {**lora, "dft_fused": False})
+    history, log = _run(setup, "zero3_lora_asft", setup["untied"], lora, engine="zero3")
+    assert "LoRA adapters disabled" in log and "fused lm_head+loss" in log
+    _assert_same_steps(history, reference, keys=("loss", "nll", "grad_norm"))
+
+
 def test_fsdp1_and_fsdp2_through_torch(setup):
-    """FSDP1 (this failed its state check before) and FSDP2, fused and unfused heads, against
-    one unsharded step on the whole batch."""
+    """FSDP1 (this failed its state check before) and FSDP2, fused and unfused heads, DFT and
+    ASFT against a reference sharded the same way, against one unsharded step on the whole batch."""
     script = Path(__file__).parent / "fixtures" / "engines" / "fsdp_step.py"
     sys.path.insert(0, str(script.parent))
-    from fsdp_step import batch
+    from fsdp_step import SPECS, batch, perturbed_reference
 
     proc = subprocess.run(
         [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", _free_port(), str(script), str(setup["untied"])],
@@ -154,17 +182,24 @@ def test_fsdp1_and_fsdp2_through_torch(setup):
 
     from transformers import AutoModelForCausalLM
 
-    from dft_mm.losses import dft_loss_and_stats
+    from dft_mm.losses import sft_loss_and_stats
 
-    model = AutoModelForCausalLM.from_pretrained(setup["untied"]).train()
-    input_ids, labels = batch(model.config.vocab_size)
-    loss, stats = dft_loss_and_stats(model(input_ids=input_ids).logits, labels)
-    loss.backward()
-    for engine, heads in results.items():
-        for head, got in heads.items():
-            assert got["loss"] == pytest.approx(loss.item(), rel=REL), (engine, head)
-            assert got["nll"] == pytest.approx(stats.nll, rel=REL), (engine, head)
-            for name, param in model.named_parameters():
+    expected = {}
+    for name, spec in SPECS.items():
+        model = AutoModelForCausalLM.from_pretrained(setup["untied"]).train()
+        input_ids, labels = batch(model.config.vocab_size)
+        ref_logits = perturbed_reference(setup["untied"])(input_ids=input_ids).logits.detach() if spec.needs_reference else None
+        loss, stats = sft_loss_and_stats(model(input_ids=input_ids).logits, labels, spec, ref_logits=ref_logits)
+        loss.backward()
+        expected[name] = (loss.item(), stats, {n: p.grad.flatten() for n, p in model.named_parameters()})
+    assert expected["asft"][1].kl > 1e-3  # the reference differs: the KL term is exercised
+    for engine, runs in results.items():
+        for run, got in runs.items():
+            loss, stats, grads = expected[run.split("-")[0]]
+            assert got["loss"] == pytest.approx(loss, rel=REL), (engine, run)
+            assert got["nll"] == pytest.approx(stats.nll, rel=REL), (engine, run)
+            if "kl" in got:
+                assert got["kl"] == pytest.approx(stats.kl, rel=REL), (engine, run)
+            for name, want in grads.items():
                 grad = torch.tensor(got["grads"][name])
-                want = param.grad.flatten()
-                assert float((grad - want).norm() / want.norm()) < REL, (engine, head, name)
+                assert float((grad - want).norm() / want.norm()) < REL, (engine, run, name)

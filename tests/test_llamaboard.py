@@ -122,19 +122,28 @@ def test_choose_dft_preview_train_and_plot_nll_in_a_real_browser(board_setup, ti
         session.page.goto(url, wait_until="load")
         _fill_training_form(board, tiny_text_model, root / "data")
         board.open("Loss (dft_mm)")
+        board.choose("SFT loss", "asft")  # ASFT shows its own knob, LLaMA-Factory's asft_alpha
+        session.page.get_by_text("ASFT alpha").filter(visible=True).wait_for()
+        assert not session.page.get_by_text("DFT level").filter(visible=True).count()
+        board.click("Preview command")
+        preview = session.page.locator("code").filter(has_text="--sft_loss asft").filter(visible=True)
+        preview.wait_for(timeout=30_000)
+        assert "--asft_alpha 0.1" in preview.inner_text() and "--dft_level" not in preview.inner_text()
         board.choose("SFT loss", "dft")
         board.choose("DFT level", "geomean")
         board.choose("Fused head", "false")
         session.page.get_by_text("DFT alpha").filter(visible=True).wait_for()
+        session.page.get_by_text("DFT weight floor").filter(visible=True).wait_for()
         session.screenshot("loss_group.png")
         loss_group = session.page.locator(".block", has=session.page.get_by_text("Loss (dft_mm)", exact=True)).last
         loss_group.screenshot(path=str(root / "browser" / "loss_group_only.png"))
         board.click("Preview command")
-        preview = session.page.locator("code").filter(has_text="llamafactory-cli train").filter(visible=True)
+        preview = session.page.locator("code").filter(has_text="--sft_loss dft").filter(visible=True)
         preview.wait_for(timeout=30_000)
         command = preview.inner_text()
         for flag in ("--sft_loss dft", "--dft_level geomean", "--dft_alpha 1.0", "--dft_fused false"):
             assert flag in command, command
+        assert "--asft_alpha" not in command and "--dft_min_weight" not in command  # no floor set: no key
 
         board.click("Start")
         plot = session.page.locator("[data-testid='matplotlib'] img, .gradio-plot img").filter(visible=True)
@@ -161,7 +170,7 @@ def test_choose_dft_preview_train_and_plot_nll_in_a_real_browser(board_setup, ti
     from llamafactory.webui import control  # the running view draws with control.gen_loss_plot
 
     figure = control.gen_loss_plot(trainer_log)
-    assert [ax.get_ylabel() for ax in figure.axes] == ["loss", "nll", "mean_target_prob"]
+    assert [ax.get_ylabel() for ax in figure.axes] == ["loss", "nll", "mean_target_prob", "entropy"]
     assert (root / "browser" / "loss_group_only.png").stat().st_size > 5_000
 
 
@@ -219,3 +228,19 @@ def test_loss_plot_adds_panels_only_for_runs_that_log_them():
     dft = [{**entry, "nll": entry["loss"] * 3, "mean_target_prob": 0.1 * i} for i, entry in enumerate(plain, 1)]
     figure = loss_figure(dft, gen_loss_plot)
     assert [ax.get_ylabel() for ax in figure.axes] == ["loss", "nll", "mean_target_prob"]
+    asft = [{**entry, "entropy": 5.0, "kl": 0.01 * i} for i, entry in enumerate(dft)]
+    assert [ax.get_ylabel() for ax in loss_figure(asft, gen_loss_plot).axes] == ["loss", "nll", "mean_target_prob",
+                                                                                  "entropy", "kl"]
+
+
+def test_the_loss_group_stands_for_each_objectives_own_keys():
+    from dft_mm.llamafactory.llamaboard import loss_keys
+
+    assert loss_keys("default", "token", 1.0, 0.0, 0.1, 1.0, "auto") == {}
+    assert loss_keys("dft", "sentence", 0.5, 0.0, 0.1, 1.0, "auto") == {
+        "sft_loss": "dft", "dft_level": "sentence", "dft_alpha": 0.5, "dft_fused": "auto"}
+    assert loss_keys("dft", "token", 1.0, 0.05, 0.1, 1.0, "true")["dft_min_weight"] == 0.05
+    assert loss_keys("asft", "sentence", 0.5, 0.05, 0.3, 1.0, "auto") == {
+        "sft_loss": "asft", "asft_alpha": 0.3, "dft_fused": "auto"}
+    assert loss_keys("eaft", "token", 1.0, 0.0, 0.1, 2.0, "false") == {
+        "sft_loss": "eaft", "eaft_alpha": 2.0, "dft_fused": "false"}
