@@ -1,6 +1,7 @@
-"""``make demo`` / ``dft-mm demo``: SFT vs DFT on tiny offline models, in two regimes, 3 seeds.
+"""``make demo`` / ``dft-mm demo``: SFT, DFT and DFT's published fixes (a weight floor, ASFT, EAFT)
+on tiny offline models, in two regimes, 3 seeds.
 
-The experiment, its hypothesis and its protocol are in ``docs/analysis.md`` (written before it
+The experiment, its hypotheses and its protocol are in ``docs/analysis.md`` (written before it
 was measured). In short:
 
 * **new knowledge** (tasks ``code`` and ``colours``): a base that only knows the format learns
@@ -9,22 +10,25 @@ was measured). In short:
 * **noisy demonstrations** (task ``noisy-code``): a base already partly competent at the same
   skill is fine-tuned on demonstrations of which 40 % carry a wrong constant; it is scored on
   clean problems. Predicted: DFT wins (SFT's ``1/p`` weight chases the wrong targets).
+* the DFT family (:data:`LOSS_KEYS`): DFT with a weight floor of 0.1, ASFT (KL to the base,
+  ``asft_alpha`` 0.1) and EAFT (``eaft_alpha`` 1), each with its own predictions there.
 
 Steps: build tiny random Qwen2 / Qwen2.5-VL models (:mod:`dft_mm.tiny`); write the synthetic
 data (:mod:`dft_mm.synthetic`); train through the real ``llamafactory-cli train`` (random init ->
-SFT warm start = the *base*; base -> SFT and DFT, one run per seed, identical data and settings
-but the loss keys); score every model on held-out data with the real benchmark code (sandboxed
+SFT warm start = the *base*; base -> each method, one run per seed, identical data and settings
+but the loss keys and each method's selected schedule); score every model on held-out data with the real benchmark code (sandboxed
 MultiPL-E execution; the VLM generation + judge-free scorer); run ``analyze tokens`` and
 ``report``. Trainings run ``--jobs`` at a time, each on one CPU thread, so a seed's result does
 not depend on the machine's core count.
 
 Exit code 1 unless every fine-tuned model (each seed, each method, each task) beats its base on
-held-out data. Rerunning resumes: finished trainings, evaluations and analyses are kept; a
+held-out data. Per task the verdict names the winner by the rule of ``docs/analysis.md``
+(:func:`dft_mm.analysis.spread.rank`). Rerunning resumes: finished trainings, evaluations and analyses are kept; a
 training whose settings or starting model changed is redone, and so is everything after it.
 
-``dft-mm demo --select`` runs the protocol's selection on the *validation* split (the noisy
-regime's warm-start length and each method's learning rate and length) and writes every
-validation score it looked at; the chosen values are the ones in :data:`TASKS`.
+``dft-mm demo --select [--methods ...]`` runs the protocol's selection on the *validation* split
+(the noisy regime's warm-start length and each method's learning rate and length) and writes
+every validation score it looked at; the chosen values are the ones in :data:`TASKS`.
 """
 
 from __future__ import annotations
@@ -44,15 +48,23 @@ from typing import Callable
 import yaml
 
 from dft_mm.analysis.markdown import md_table
-from dft_mm.analysis.spread import Spread, compare, verdict
+from dft_mm.errors import UserError
+from dft_mm.analysis.spread import Spread, rank
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 VL_PIXELS = {"min_pixels": 28 * 28, "max_pixels": 112 * 112}
 NEW_KNOWLEDGE, NOISY = "new knowledge", "noisy demonstrations"
 NOISE_FRACTION = 0.4  # fixed in docs/analysis.md before measuring
-LOSS_KEYS = {"sft": {"sft_loss": "nll"}, "dft": {"sft_loss": "dft"}}
+LOSS_KEYS = {  # method -> its YAML keys; the knobs were fixed in docs/analysis.md before measuring
+    "sft": {"sft_loss": "nll"},
+    "dft": {"sft_loss": "dft"},
+    "dft-floor": {"sft_loss": "dft", "dft_min_weight": 0.1},
+    "asft": {"sft_loss": "asft", "asft_alpha": 0.1},
+    "eaft": {"sft_loss": "eaft", "eaft_alpha": 1.0},
+}
 METHODS = tuple(LOSS_KEYS)
+LABELS = {"sft": "SFT", "dft": "DFT", "dft-floor": "DFT+floor", "asft": "ASFT", "eaft": "EAFT"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,8 @@ TASKS = (
     Task("code", NEW_KNOWLEDGE, "text", Schedule(100, 3e-3), FIRST_DEMO),
     Task("colours", NEW_KNOWLEDGE, "vl", Schedule(100, 3e-3), FIRST_DEMO),
     # chosen by `dft-mm demo --select` on the validation split (docs/analysis.md, "Selection")
-    Task("noisy-code", NOISY, "text", Schedule(100, 3e-3), {"sft": Schedule(100, 4e-3), "dft": Schedule(100, 1e-3)}),
+    Task("noisy-code", NOISY, "text", Schedule(100, 3e-3), {"sft": Schedule(100, 4e-3), "dft": Schedule(100, 1e-3),
+                                                            **{m: None for m in ("dft-floor", "asft", "eaft")}}),
 )
 # the protocol's candidates (docs/analysis.md)
 WARM_CANDIDATES = (100, 120, 140, 160, 180)
@@ -320,10 +333,10 @@ def _setup(out: Path, plan_name: str, workers: int | None):
 
 def _finetune_jobs(task: Task, base: Job, data: TaskData, seeds: list[int], runs: Path,
                    schedules: dict[str, list[Schedule]] | None = None) -> list[Job]:
-    """SFT and DFT from ``base`` for every seed (and every schedule of ``schedules``, when selecting)."""
+    """Every method of ``schedules`` (default: all, each at its chosen schedule) from ``base``, for every seed."""
     jobs = []
-    for method in METHODS:
-        for schedule in (schedules or {m: [task.finetune[m]] for m in METHODS})[method]:
+    for method, chosen in (schedules or {m: [task.finetune[m]] for m in METHODS}).items():
+        for schedule in chosen:
             suffix = "" if schedules is None else f"-lr{schedule.lr:g}-n{schedule.steps}"
             for seed in seeds:
                 jobs.append(Job(task, f"{task.name}/{method}{suffix}@{seed}", runs / f"{method}{suffix}-s{seed}",
@@ -336,10 +349,12 @@ def _write_results(out: Path, rows: list[dict], summary: list[dict]) -> Path:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    header = ["regime", "task", "held-out metric", "init", "base", "SFT", "DFT", "verdict (rule in docs/analysis.md)"]
-    keys = ("regime", "task", "metric", "init", "base", "sft", "dft", "verdict")
+    header = ["regime", "task", "held-out metric", "init", "base", *(LABELS[m] for m in METHODS), "winner", "margin"]
+    keys = ("regime", "task", "metric", "init", "base", *METHODS, "winner", "margin")
     lines = [md_table(header, [[str(item[key]) for key in keys] for item in summary])]
-    lines += ["", "SFT / DFT: mean ± sd (min–max, n seeds) on the held-out split. Every seed: demo_results.csv."]
+    lines += ["", "Methods: mean ± sd (min–max, n seeds) on the held-out split; every seed in demo_results.csv. Winner: the "
+              "highest mean whose worst seed beats every other method's best seed, else no clear winner (the rule of "
+              "docs/analysis.md); margin: the top mean minus the runner-up's."]
     path = out / "demo_results.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -402,16 +417,16 @@ def run_demo(out: str | Path = "demo_out", plan_name: str = "full", seed: int = 
                       "score": f"{v:.2f}"} for s, v in zip(seeds, values)]
             failures += [f"{task.name}/{method}@{s} ({v:.2f}) did not beat {task.name}/base ({base:.2f})"
                          for s, v in zip(seeds, values) if v <= base]
+        outcome = rank({LABELS[m]: spread for m, spread in spreads.items()})
         summary.append({"regime": task.regime, "task": task.name, "metric": task.metric,
                         "init": f"{scores[f'{task.name}/init']:.2f}", "base": f"{base:.2f}",
-                        "sft": spreads["sft"].text(), "dft": spreads["dft"].text(),
-                        "winner": {1: "DFT", -1: "SFT", 0: None}[compare(spreads["dft"], spreads["sft"])],
-                        "verdict": verdict("DFT", spreads["dft"], "SFT", spreads["sft"])})
+                        **{m: spread.text() for m, spread in spreads.items()},
+                        "winner": outcome.text(), "margin": outcome.margin_text()})
     report_runs = []
-    for task in TASKS:  # per task: init, base, SFT seeds, DFT seeds
+    for task in TASKS:  # per task: init, base, then every method's seeds
         report_runs += [f"{task.name}/init={out / 'runs' / task.name / 'init'}"]
         report_runs += [f"{job.name}={job.run_dir}" for job in runs_of[task.name]]
-    report = build_report(report_runs, str(out / "report"), title="make demo: SFT vs DFT on tiny models, held-out data",
+    report = build_report(report_runs, str(out / "report"), title="make demo: SFT, DFT and its fixes on tiny models, held-out data",
                           task_notes={task.name: task.regime for task in TASKS})
     table = _write_results(out, rows, summary)
     seconds = round(time.monotonic() - started)
@@ -441,8 +456,10 @@ def choose(scores: dict[Schedule, Spread]) -> Schedule:
 
 
 def select_settings(out: str | Path = "demo_select", plan_name: str = "full", seed: int = 0, workers: int | None = None,
-                    warm_candidates: tuple[int, ...] = WARM_CANDIDATES, grid: tuple[Schedule, ...] = GRID) -> dict:
-    """The protocol's selection for ``noisy-code``, on its validation split only; writes ``out/selection.{md,json}``."""
+                    warm_candidates: tuple[int, ...] = WARM_CANDIDATES, grid: tuple[Schedule, ...] = GRID,
+                    methods: tuple[str, ...] = METHODS) -> dict:
+    """The protocol's selection for ``noisy-code`` (for ``methods``), on its validation split only;
+    writes ``out/selection.{md,json}``."""
     out, started = Path(out).resolve(), time.monotonic()
     plan, init, data, workers = _setup(out, plan_name, workers)
     task = next(t for t in TASKS if t.name == "noisy-code")
@@ -459,10 +476,10 @@ def select_settings(out: str | Path = "demo_select", plan_name: str = "full", se
     run_jobs(bases, {}, plan, workers, on_done)
     base = choose_warm_start(bases, scores)
     _log(f"warm start: {base.schedule.steps} steps (validation {scores[base.name]:.2f})", started)
-    jobs = _finetune_jobs(task, base, task_data, seeds, runs / f"w{base.schedule.steps}", {m: list(grid) for m in METHODS})
+    jobs = _finetune_jobs(task, base, task_data, seeds, runs / f"w{base.schedule.steps}", {m: list(grid) for m in methods})
     run_jobs(jobs, {}, plan, workers, on_done)
     chosen, table = {}, []
-    for method in METHODS:
+    for method in methods:
         spreads = {s: Spread(tuple(scores[j.name] for j in jobs if j.name.startswith(f"{task.name}/{method}-")
                                    and j.schedule == s)) for s in grid}
         chosen[method] = choose(spreads)
@@ -481,17 +498,24 @@ def select_settings(out: str | Path = "demo_select", plan_name: str = "full", se
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="SFT vs DFT on tiny offline models, two regimes, 3 seeds (what `make demo` runs)")
+    parser = subparsers.add_parser("demo", help="SFT, DFT and its fixes on tiny offline models, two regimes, 3 seeds "
+                                                "(what `make demo` runs)")
     parser.add_argument("--out", help="output directory (default: demo_out, or demo_select with --select)")
     parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="full (the demo) or smoke (tests)")
     parser.add_argument("--seed", type=int, default=0, help="first training seed; the plan's seeds follow it (default 0)")
     parser.add_argument("--jobs", type=int, help="trainings at a time, one CPU thread each (default: CPUs, at most 4)")
     parser.add_argument("--select", action="store_true",
                         help="run the protocol's selection on the validation split instead of the demo")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"with --select: the methods to select for (comma-separated, from {', '.join(METHODS)})")
 
     def handler(args) -> int:
         if args.select:
-            select_settings(args.out or "demo_select", args.plan, args.seed, args.jobs)
+            methods = tuple(args.methods.split(","))
+            unknown = sorted(set(methods) - set(METHODS))
+            if unknown:
+                raise UserError(f"unknown --methods {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
+            select_settings(args.out or "demo_select", args.plan, args.seed, args.jobs, methods=methods)
             return 0
         return run_demo(args.out or "demo_out", args.plan, args.seed, args.jobs)
 

@@ -105,10 +105,12 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024):
     return fast
 
 
-def _text_kwargs(tokenizer, hidden_size: int, num_layers: int) -> dict:
+def _text_kwargs(tokenizer, hidden_size: int, num_layers: int, vocab_size: int | None = None) -> dict:
     heads = max(2, hidden_size // 16)
+    if vocab_size is not None and vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens.")
     return dict(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=num_layers,
@@ -124,12 +126,13 @@ def _text_kwargs(tokenizer, hidden_size: int, num_layers: int) -> dict:
 TEXT_FAMILIES = ("qwen2", "gemma2", "qwen2_moe")
 
 
-def _text_model(family: str, tokenizer, hidden_size: int, num_layers: int, tie_word_embeddings: bool):
+def _text_model(family: str, tokenizer, hidden_size: int, num_layers: int, tie_word_embeddings: bool,
+                vocab_size: int | None = None):
     """A random causal LM of ``family``: Qwen2; Gemma2 with soft-capped logits
     (``final_logit_softcapping=2.0``); or Qwen2-MoE (4 experts, top-2, a shared expert)."""
     from transformers import Gemma2Config, Gemma2ForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
 
-    kwargs = dict(**_text_kwargs(tokenizer, hidden_size, num_layers), tie_word_embeddings=tie_word_embeddings)
+    kwargs = dict(**_text_kwargs(tokenizer, hidden_size, num_layers, vocab_size), tie_word_embeddings=tie_word_embeddings)
     if family == "qwen2":
         return Qwen2ForCausalLM(Qwen2Config(**kwargs))
     if family == "gemma2":
@@ -146,10 +149,11 @@ def _text_model(family: str, tokenizer, hidden_size: int, num_layers: int, tie_w
 
 def build_tiny_text(
     out_dir: str | Path, *, hidden_size: int = 64, num_layers: int = 2, tie_word_embeddings: bool = False, seed: int = 0,
-    family: str = "qwen2",
+    family: str = "qwen2", vocab_size: int | None = None,
 ) -> Path:
     """Save a random causal LM (``family``, see :data:`TEXT_FAMILIES`; fp32, ~0.2M params) and
-    its tokenizer to ``out_dir``."""
+    its tokenizer to ``out_dir``. ``vocab_size``: the model's output size (default: the
+    tokenizer's ~1k tokens; e.g. 151936 for Qwen's, with the extra rows never targeted)."""
     import torch
     from transformers import GenerationConfig
 
@@ -157,7 +161,7 @@ def build_tiny_text(
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(out)
     torch.manual_seed(seed)
-    model = _text_model(family, tokenizer, hidden_size, num_layers, tie_word_embeddings)
+    model = _text_model(family, tokenizer, hidden_size, num_layers, tie_word_embeddings, vocab_size)
     config = model.config
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False

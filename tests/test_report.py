@@ -215,9 +215,10 @@ def test_seeds_are_pooled_with_their_spread_and_summarised(seeded_runs, tmp_path
     assert sft[5:] == ["3", "58.33", "14.43", "50.00–75.00", "+33.33", "0:50.00 1:50.00 2:75.00"]
     assert dft[5:] == ["3", "100.00", "0.00", "100.00–100.00", "+75.00", "0:100.00 1:100.00 2:100.00"]
     summary = md.split("**What this shows.** ")[1].split("\n")[0]
-    assert summary.startswith("code (new knowledge), multipl-e-python (eval/heldout) pass@1 (%): DFT wins: "
-                              "100.00 ± 0.00 (100.00–100.00, n=3) vs SFT 58.33 ± 14.43 (50.00–75.00, n=3)")
-    assert "[base 25.00]" in summary
+    assert summary == ("Over 1 task: dft wins 1 (code). DFT against SFT alone, by the same rule: DFT wins 1, SFT wins 0, "
+                       "no clear difference in 0.")
+    assert ("| new knowledge | code | multipl-e-python (eval/heldout) pass@1 (%) | dft | +41.67 over sft | "
+            "dft 100.00, sft 58.33, base 25.00 |") in md
     assert (out / "scores.png").read_bytes()[:8] == PNG_MAGIC
     assert "../" not in md.split("## Run directories")[0]  # no paths in the body
     assert "| code/dft@2 | code | dft | 2 |" in md
@@ -228,7 +229,8 @@ def test_overlapping_seeds_are_no_clear_difference(seeded_runs, tmp_path):
     picked = dict(seeded_runs)
     picked["code/dft@0"] = seeded_runs["code/sft@1"]  # 50: inside SFT's 50-75 range
     md = build_report([f"{n}={picked[n]}" for n in names], str(tmp_path / "r")).read_text()
-    assert "no clear difference: DFT 50.00 (n=1) vs SFT 62.50 ± 17.68 (50.00–75.00, n=2)" in md
+    assert "| — | code | multipl-e-python (eval/heldout) pass@1 (%) | no clear winner (sft ≈ dft) | +12.50 over dft |" in md
+    assert "SFT wins 0, no clear difference in 1." in md
 
 
 def test_paths_are_relative_to_the_report(tmp_path):

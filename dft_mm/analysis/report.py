@@ -3,8 +3,8 @@
 Runs are named ``TASK/METHOD@SEED`` (:mod:`dft_mm.analysis.spread`; plain names work too): runs
 that share task and method are seeds of one configuration and are pooled. Sections:
 
-1. *What this shows*: one paragraph generated from the numbers (SFT vs DFT per task with the
-   comparison rule, the other methods as context, the token-probability shift);
+1. *What this shows*: two sentences and a verdict table (regime, task, winner, margin) generated
+   from the numbers with the comparison rule (:func:`dft_mm.analysis.spread.rank`);
 2. scores over seeds (every ``<dataset>_score.json`` below the runs): per task, mean, sd,
    min-max and each seed, and a figure;
 3. training curves: one figure per metric with a panel per task, ``nll`` and ``loss`` on a log
@@ -41,7 +41,7 @@ from dft_mm.analysis.plots import (
     plot_token_panels,
 )
 from dft_mm.analysis.runs import CURVE_METRICS, Run, read_run
-from dft_mm.analysis.spread import RunName, Spread, compare, parse_run_name, verdict
+from dft_mm.analysis.spread import RunName, Spread, compare, parse_run_name, rank
 from dft_mm.analysis.tables import MISSING, load_reference, results_table
 from dft_mm.errors import UserError
 
@@ -173,41 +173,39 @@ def _token_shares(stats: list[dict]) -> tuple[float, float] | None:
     return sum(b for b, _ in shares) / len(shares), sum(a for _, a in shares) / len(shares)
 
 
-def summary_text(groups: list[ScoreGroup], tokens: dict[tuple[str, str], list[dict]], notes: dict[str, str],
-                 paper_rows: dict[str, int]) -> str:
-    """The one-paragraph summary, built only from the numbers."""
-    sentences, tally = [], {1: [], -1: [], 0: []}
+def verdict_blocks(groups: list[ScoreGroup], notes: dict[str, str]) -> list[Block]:
+    """What this shows: two sentences and a verdict table (regime, task, winner, margin), from
+    the numbers only, by the comparison rule of :mod:`dft_mm.analysis.spread`."""
+    rows, winners, pairs = [], {}, {1: [], -1: [], 0: []}
     for group in groups:
-        methods = list(group.by_method)
-        if len(methods) < 2:
+        spreads = {method: group.spread(method) for method in group.by_method}
+        if len(spreads) < 2:
             continue
-        pair = _pair(methods)
-        compared = [pair] if pair else [(m, methods[0]) for m in methods[1:]]
-        parts = [verdict(a.upper() if pair else a, group.spread(a), b.upper() if pair else b, group.spread(b))
-                 for a, b in compared]
+        verdict_ = rank(spreads)
+        task = _task_title(group.task)
+        rows.append([notes.get(group.task, MISSING), task, f"{_group_label(group)} {group.metric}", verdict_.text(),
+                     verdict_.margin_text(),
+                     ", ".join(f"{m} {spreads[m].mean:.2f}" for m in sorted(spreads, key=lambda m: -spreads[m].mean))])
+        winners.setdefault(verdict_.winner, []).append(task)
+        pair = _pair(list(spreads))
         if pair:
-            tally[compare(group.spread(pair[0]), group.spread(pair[1]))].append(_task_title(group.task))
-        context = [f"{m} {group.spread(m).mean:.2f}" for m in methods if not pair or m not in pair]
-        note = f" ({notes[group.task]})" if group.task in notes else ""
-        sentence = f"{_task_title(group.task)}{note}, {_group_label(group)} {group.metric}: " + "; ".join(parts)
-        sentences.append(sentence + (f" [{', '.join(context)}]" if pair and context else "") + ".")
-    if any(tally.values()) and len(sentences) > 1:
-        counts = [f"DFT won {len(tally[1])} ({', '.join(tally[1]) or 'none'})",
-                  f"SFT won {len(tally[-1])} ({', '.join(tally[-1]) or 'none'})",
-                  f"no clear difference in {len(tally[0])}" + (f" ({', '.join(tally[0])})" if tally[0] else "")]
-        sentences.append("Overall: " + ", ".join(counts) + ".")
-    for task in dict.fromkeys(task for task, _ in tokens):
-        methods = [(method, _token_shares(stats)) for (t, method), stats in tokens.items() if t == task]
-        methods = [(m, s) for m, s in methods if s is not None]
-        if len(methods) >= 2:
-            sentences.append(f"Target tokens of {_task_title(task)} with p < 0.1 / p > 0.9 (mean over seeds): "
-                             + ", ".join(f"{m} {low:.1%} / {high:.1%}" for m, (low, high) in methods) + ".")
-    if paper_rows:
-        sentences.append("Paper benchmarks were run: " + ", ".join(f"{title} ({n} row{'s' * (n != 1)})"
-                                                                   for title, n in paper_rows.items()) + ".")
-    if not sentences:
-        return "No scores were found below the runs; the sections below show what was found."
-    return " ".join(sentences)
+            pairs[compare(spreads[pair[0]], spreads[pair[1]])].append(task)
+    if not rows:
+        return [Block("summary", "No scores were found below the runs; the sections below show what was found.")]
+    won = [f"{method} wins {len(tasks)} ({', '.join(tasks)})" for method, tasks in winners.items() if method]
+    unclear = winners.get(None, [])
+    first = (f"Over {len(rows)} task{'s' * (len(rows) != 1)}: " + "; ".join(won + (
+        [f"no clear winner in {len(unclear)} ({', '.join(unclear)})"] if unclear else [])) + ".")
+    if any(pairs.values()):
+        second = (f"DFT against SFT alone, by the same rule: DFT wins {len(pairs[1])}, SFT wins {len(pairs[-1])}, "
+                  f"no clear difference in {len(pairs[0])}.")
+    else:
+        second = "The winner has the highest mean and its worst seed beats every other method's best seed."
+    header = ["regime", "task", "score", "winner", "margin (mean)", "methods by mean"]
+    rule = ("A method wins when its mean is the highest and its worst seed beats every other method's best seed; "
+            "otherwise there is no clear winner and the methods it does not clearly beat are named. The margin is "
+            "the top mean minus the runner-up's, in points.")
+    return [Block("summary", f"{first} {second}"), Block("table", header=header, rows=rows), Block("text", rule)]
 
 
 # ---- training curves ------------------------------------------------------------------------
@@ -283,6 +281,18 @@ def _token_groups(members: list[Member], own: dict[str, dict]) -> dict[tuple[str
     return groups
 
 
+def _share_sentences(groups: dict[tuple[str, str], list[dict]]) -> str:
+    """Per task, each method's share of target tokens below p = 0.1 and above 0.9 (mean over seeds)."""
+    sentences = []
+    for task in dict.fromkeys(task for task, _ in groups):
+        shares = [(method, _token_shares(stats)) for (t, method), stats in groups.items() if t == task]
+        shares = [(method, share) for method, share in shares if share is not None]
+        if len(shares) >= 2:
+            sentences.append(f"Target tokens of {_task_title(task)} with p < 0.1 / p > 0.9 (mean over seeds): "
+                             + ", ".join(f"{m} {low:.1%} / {high:.1%}" for m, (low, high) in shares) + ".")
+    return " ".join(sentences)
+
+
 def _share(value) -> str:
     return MISSING if value is None else f"{value:.1%}"
 
@@ -305,6 +315,9 @@ def _token_blocks(members: list[Member], own: dict, other: dict, groups: dict, c
                    Block("text", "Bars: the method (mean over its seeds, whiskers min-max); black outline: the task's first "
                                  "analysed method (the base). SFT typically lifts every token; DFT polarises: more mass near "
                                  "1 and a tail left near 0 (the paper's picture).")]
+        shares = _share_sentences(groups)
+        if shares:
+            blocks.append(Block("text", shares))
     if other:
         edges = next(iter(other.values()))["bin_edges"]
         plotted = {name: stats for name, stats in other.items() if stats["bin_edges"] == edges}
@@ -345,14 +358,13 @@ def _reference_source(reference_dir: Path, out: Path) -> str:
     return _relative(reference_dir, out)
 
 
-def _paper_blocks(runs: list[Run], reference_dir: Path | None, out: Path) -> tuple[list[Block], dict[str, int]]:
+def _paper_blocks(runs: list[Run], reference_dir: Path | None, out: Path) -> list[Block]:
     """The code table, the VLMEvalKit multimodal table, and the judge-free proxy table (each only when a run has rows)."""
-    specs = [("code_table", "Code benchmarks (pass@1, %)", "code", None, True),
-             ("vlm_table", "Multimodal math benchmarks (VLMEvalKit, %)", "multimodal (VLMEvalKit)", "vlmevalkit", True),
-             ("vlm_table", "Multimodal math, judge-free proxy (%): not the paper's metric",
-              "multimodal (judge-free proxy, not comparable with the paper)", "judge-free", False)]
-    blocks, counts = [], {}
-    for kind, title, short, scorer, with_reference in specs:
+    specs = [("code_table", "Code benchmarks (pass@1, %)", None, True),
+             ("vlm_table", "Multimodal math benchmarks (VLMEvalKit, %)", "vlmevalkit", True),
+             ("vlm_table", "Multimodal math, judge-free proxy (%): not the paper's metric", "judge-free", False)]
+    blocks = []
+    for kind, title, scorer, with_reference in specs:
         keep = (lambda table, row: True) if scorer is None else (lambda table, row, s=scorer: _row_scorer(table, row) == s)
         used = [run for run in runs if any(keep(t, r) for t in run.tables.get(kind, []) for r in t.rows)]
         if not used:
@@ -361,7 +373,6 @@ def _paper_blocks(runs: list[Run], reference_dir: Path | None, out: Path) -> tup
         header, rows = results_table(kind, used, reference, keep=keep)
         if not with_reference:
             header = header[:2] + [f"{column} (proxy)" for column in header[2:]]
-        counts[short] = sum(1 for row in rows if row[0] != REFERENCE_LABEL)
         notes = [f"Deltas in brackets are against the first row ({used[0].name}).", MISSING_NOTE]
         without = [run.name for run in runs if run not in used]
         if without:
@@ -374,7 +385,7 @@ def _paper_blocks(runs: list[Run], reference_dir: Path | None, out: Path) -> tup
                          "numbers, so the paper's rows are not shown beside it. Use 'dft-mm eval vlm vlmevalkit' for "
                          "numbers to put next to the paper.")
         blocks += [Block("heading", title), Block("table", header=header, rows=rows), Block("text", " ".join(notes))]
-    return blocks, counts
+    return blocks
 
 
 # ---- listings -------------------------------------------------------------------------------
@@ -454,7 +465,7 @@ def build_report(run: list[str], out: str, *, reference_dir: str | None = None, 
                  task_notes: dict[str, str] | None = None) -> Path:
     """Write ``out/report.md``, ``out/report.html`` and the PNGs for ``run`` (``NAME=DIR`` each).
 
-    ``task_notes`` (``{task: short description}``) is quoted in the summary paragraph.
+    ``task_notes`` (``{task: short description}``, e.g. the regime) fills the verdict table's first column.
     """
     runs = [read_run(name, path) for name, path in parse_named(run, "--run").items()]
     members = [Member(r, parse_run_name(r.name)) for r in runs]
@@ -465,9 +476,8 @@ def build_report(run: list[str], out: str, *, reference_dir: str | None = None, 
     groups = score_groups(members)
     own, other = _token_entries(members)
     token_groups = _token_groups(members, own)
-    paper, paper_rows = _paper_blocks(runs, references, out_dir)
-    blocks = [Block("heading", title, level=1),
-              Block("summary", summary_text(groups, token_groups, task_notes or {}, paper_rows))]
+    paper = _paper_blocks(runs, references, out_dir)
+    blocks = [Block("heading", title, level=1), *verdict_blocks(groups, task_notes or {})]
     blocks += _score_blocks(groups, colours, out_dir)
     blocks += _curve_blocks(members, colours, seeds, out_dir)
     blocks += _token_blocks(members, own, other, token_groups, colours, out_dir)

@@ -6,7 +6,9 @@ parts are optional: ``dft`` is method ``dft`` of the unnamed task, with no seed.
 
 The comparison rule is the one ``docs/analysis.md`` fixed before the demo was measured: a method
 *wins* when its mean is higher **and** its worst seed beats the other method's best seed;
-otherwise there is no clear difference.
+otherwise there is no clear difference. Over several methods (:func:`rank`), the method with
+the highest mean is the *winner* when it wins over every other one; otherwise there is no clear
+winner, and the methods it does not clearly beat are named beside it.
 
 Example::
 
@@ -15,11 +17,12 @@ Example::
     >>> a, b = Spread((90.0, 92.5, 95.0)), Spread((80.0, 85.0, 87.5))
     >>> a.text(), compare(a, b)
     ('92.50 ± 2.50 (90.00–95.00, n=3)', 1)
+    >>> rank({"sft": a, "dft": b}).text()
+    'sft'
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass
 
@@ -86,13 +89,33 @@ def compare(a: Spread, b: Spread) -> int:
     return 0
 
 
-def verdict(name_a: str, a: Spread, name_b: str, b: Spread) -> str:
-    """One sentence such as ``DFT wins: 92.50 ± 2.50 (...) vs SFT 85.00 ± ... (every DFT seed above every SFT seed)``."""
-    outcome = compare(a, b)
-    if outcome == 0:
-        gap = a.mean - b.mean
-        closer = "" if math.isclose(gap, 0.0) else f" ({name_a} {gap:+.2f} points on the mean)"
-        return (f"no clear difference: {name_a} {a.text()} vs {name_b} {b.text()}; the seed ranges overlap{closer}")
-    (win, ws), (lose, ls) = ((name_a, a), (name_b, b)) if outcome > 0 else ((name_b, b), (name_a, a))
-    every = f"every {win} seed above every {lose} seed" if min(ws.n, ls.n) > 1 else "a single seed each"
-    return f"{win} wins: {ws.text()} vs {lose} {ls.text()} ({every})"
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of :func:`rank`: the ``top`` method (highest mean), the ``runner_up`` and the
+    ``margin`` between their means (points), and the methods the top one does not clearly beat."""
+
+    top: str
+    runner_up: str | None
+    margin: float | None
+    contenders: tuple[str, ...]
+
+    @property
+    def winner(self) -> str | None:
+        return None if self.contenders else self.top
+
+    def text(self) -> str:
+        """``sft``, or ``no clear winner (sft ≈ eaft)``."""
+        return self.top if self.winner else f"no clear winner ({' ≈ '.join((self.top, *self.contenders))})"
+
+    def margin_text(self) -> str:
+        return "—" if self.runner_up is None else f"{self.margin:+.2f} over {self.runner_up}"
+
+
+def rank(spreads: dict[str, Spread]) -> Verdict:
+    """The verdict over several methods' spreads (at least one); ties in the mean keep the given order."""
+    order = sorted(spreads, key=lambda name: -spreads[name].mean)
+    top = order[0]
+    runner_up = order[1] if len(order) > 1 else None
+    margin = None if runner_up is None else spreads[top].mean - spreads[runner_up].mean
+    contenders = tuple(name for name in order[1:] if compare(spreads[top], spreads[name]) != 1)
+    return Verdict(top, runner_up, margin, contenders)

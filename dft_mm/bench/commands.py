@@ -1,5 +1,5 @@
-"""``dft-mm bench head`` and ``dft-mm bench step`` (see :mod:`dft_mm.bench.head`,
-:mod:`dft_mm.bench.step`). Exit code 1 when any method crashed."""
+"""``dft-mm bench head``, ``bench step`` and ``bench train`` (see :mod:`dft_mm.bench.head`,
+:mod:`dft_mm.bench.step`, :mod:`dft_mm.bench.train`). Exit code 1 when any method crashed."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _step(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``bench`` with its ``head`` and ``step`` verbs to the top-level ``subparsers``."""
-    bench = subparsers.add_parser("bench", help="benchmarks: the LM head + loss, a whole training step")
+    bench = subparsers.add_parser("bench", help="benchmarks: the LM head + loss, a training step, whole training runs")
     verbs = bench.add_subparsers(dest="bench_command", required=True, metavar="VERB")
     head = verbs.add_parser(
         "head",
@@ -84,3 +84,7 @@ def register(subparsers) -> None:
     step.add_argument("--methods", default=None, help="comma-separated subset (default all)")
     step.add_argument("--out", default=None, help="also append the JSON lines to this file")
     step.set_defaults(handler=_step)
+
+    from dft_mm.bench.train import register as register_train
+
+    register_train(verbs)
