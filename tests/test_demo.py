@@ -31,11 +31,13 @@ def smoke(tmp_path_factory):
 def test_every_stage_writes_its_files(smoke):
     rows = list(csv.DictReader((smoke / "demo_results.csv").open()))
     assert [(r["task"], r["model"], r["seed"]) for r in rows] == [
-        (task, model, seed) for task in TASK_NAMES for model, seed in (("init", ""), ("base", ""), ("sft", "0"), ("dft", "0"))]
+        (task, model, seed) for task in TASK_NAMES
+        for model, seed in (("init", ""), ("base", ""), *((method, "0") for method in demo.METHODS))]
     assert all(0 <= float(r["score"]) <= 100 for r in rows)
     for task in TASK_NAMES:
         runs = smoke / "runs" / task
-        for label, loss in (("base", None), ("sft-s0", "nll"), ("dft-s0", "dft")):
+        for label, loss in (("base", None), ("sft-s0", "nll"), ("dft-s0", "dft"), ("dft-floor-s0", "dft"),
+                            ("asft-s0", "asft"), ("eaft-s0", "eaft")):
             config = yaml.safe_load((runs / label / "demo_train.yaml").read_text())
             assert config.get("sft_loss") == loss  # SFT opts in explicitly; the warm start is plain LLaMA-Factory
             history = json.loads((runs / label / "trainer_state.json").read_text())["log_history"]
@@ -43,13 +45,19 @@ def test_every_stage_writes_its_files(smoke):
             assert any("mean_target_prob" in entry for entry in history) == (loss is not None)
         assert (runs / "sft-s0" / "eval" / "heldout").is_dir() and (runs / "init" / "eval" / "heldout").is_dir()
         tokens = json.loads((runs / "base" / "analysis" / "token_probs.json").read_text())
-        assert set(tokens["models"]) == {f"{task}/base", f"{task}/sft@0", f"{task}/dft@0"}
+        assert set(tokens["models"]) == {f"{task}/base", *(f"{task}/{method}@0" for method in demo.METHODS)}
+        asft = json.loads((runs / "asft-s0" / "trainer_state.json").read_text())["log_history"]
+        assert all(abs(entry["kl"]) < 1e-6 for entry in asft if "loss" in entry and entry["step"] == 1)
     corrupted = json.loads((smoke / "data" / "noisy-code" / "demos-s0" / "corrupted.json").read_text())
     assert len(corrupted) == round(demo.NOISE_FRACTION * demo.PLANS["smoke"].sizes["noisy-code"]["demos"])
     summary = json.loads((smoke / "demo_summary.json").read_text())
     assert [s["task"] for s in summary["summary"]] == TASK_NAMES and "load average" in summary["load_at_end"]
+    assert all(s["winner"] and s["margin"] for s in summary["summary"])
+    results = (smoke / "demo_results.md").read_text()
+    assert "| SFT | DFT | DFT+floor | ASFT | EAFT | winner | margin |" in results
     report = (smoke / "report" / "report.md").read_text()
-    assert "**What this shows.** code" in report and "noisy-code/dft@0" in report
+    assert "**What this shows.** Over 3 tasks:" in report and "noisy-code/eaft@0" in report
+    assert "| regime | task | score | winner | margin (mean) | methods by mean |" in report
     assert "| noisy-code/dft@0 | noisy-code | dft | 0 | ../runs/noisy-code/dft-s0 |" in report
     assert "Code benchmarks" not in report  # no paper benchmark was run: no empty paper tables
 
