@@ -83,21 +83,13 @@ class LossStats:
     zero_weight_seqs: torch.Tensor  # sequences whose sequence-level weight sg(w)^alpha is exactly 0
     num_seqs: torch.Tensor  # sequences with a supervised token (sequence-level weights only)
 
-    @property
-    def nll(self) -> float:
-        return float(self.nll_sum / self.num_tokens.clamp_min(1))
+    def per_token(self, total: torch.Tensor) -> float:
+        return float(total / self.num_tokens.clamp_min(1))
 
-    @property
-    def mean_target_prob(self) -> float:
-        return float(self.prob_sum / self.num_tokens.clamp_min(1))
-
-    @property
-    def entropy(self) -> float:
-        return float(self.entropy_sum / self.num_tokens.clamp_min(1))
-
-    @property
-    def kl(self) -> float:
-        return float(self.kl_sum / self.num_tokens.clamp_min(1))
+    nll = property(lambda self: self.per_token(self.nll_sum))
+    mean_target_prob = property(lambda self: self.per_token(self.prob_sum))
+    entropy = property(lambda self: self.per_token(self.entropy_sum))
+    kl = property(lambda self: self.per_token(self.kl_sum))
 
 
 def shift_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:

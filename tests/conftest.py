@@ -45,3 +45,23 @@ def tiny_vl_model(tmp_path_factory) -> Path:
     from dft_mm.tiny import build_tiny_vl
 
     return build_tiny_vl(tmp_path_factory.mktemp("tiny_vl"))
+
+
+@pytest.fixture(scope="session")
+def text_data(tmp_path_factory) -> Path:
+    """8 synthetic function-writing problems as a LLaMA-Factory dataset (``synthetic_code``)."""
+    from dft_mm.synthetic import text_problems, write_text_training_set
+
+    out = tmp_path_factory.mktemp("text_data")
+    write_text_training_set(text_problems(8, seed=0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vl_data(tmp_path_factory) -> Path:
+    """4 synthetic shape images with their colours as a LLaMA-Factory dataset (``synthetic_colours``)."""
+    from dft_mm.synthetic import vl_problems, write_vl_training_set
+
+    out = tmp_path_factory.mktemp("vl_data")
+    write_vl_training_set(vl_problems(4, seed=0, image_dir=out / "images"), out)
+    return out

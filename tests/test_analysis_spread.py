@@ -8,7 +8,7 @@ import pytest
 
 from dft_mm import synthetic
 from dft_mm.analysis import spread
-from dft_mm.analysis.spread import RunName, Spread, compare, parse_run_name, verdict
+from dft_mm.analysis.spread import RunName, Spread, compare, parse_run_name, rank
 
 
 def test_docstring_examples():
@@ -37,5 +37,16 @@ def test_a_win_needs_a_higher_mean_and_no_overlap():
     high, low = Spread((90.0, 92.5, 95.0)), Spread((80.0, 85.0, 90.0))
     assert compare(high, low) == 0  # 90 is in both ranges
     assert compare(Spread((91.0, 92.5, 95.0)), low) == 1 and compare(low, Spread((91.0, 95.0))) == -1
-    assert verdict("DFT", low, "SFT", Spread((91.0, 95.0))).startswith("SFT wins: 93.00 ± 2.83 (91.00–95.00, n=2) vs DFT")
-    assert "the seed ranges overlap (DFT +7.50 points on the mean)" in verdict("DFT", high, "SFT", low)
+
+
+def test_rank_names_a_winner_only_when_it_beats_every_other_method():
+    low, high = Spread((80.0, 85.0, 90.0)), Spread((91.0, 95.0))
+    clear = rank({"dft": low, "sft": high})
+    assert (clear.winner, clear.runner_up, round(clear.margin, 2)) == ("sft", "dft", 8.0)
+    assert clear.text() == "sft" and clear.margin_text() == "+8.00 over dft"
+    # sft beats dft clearly but not eaft, whose range overlaps: no winner, both named
+    tied = rank({"dft": low, "sft": high, "eaft": Spread((88.0, 94.0))})
+    assert tied.winner is None and tied.contenders == ("eaft",)
+    assert tied.text() == "no clear winner (sft ≈ eaft)" and tied.margin_text() == "+2.00 over eaft"
+    alone = rank({"sft": high})
+    assert (alone.winner, alone.margin_text()) == ("sft", "—")

@@ -116,3 +116,17 @@ def test_gpu_check_summary_of_recorded_results(tmp_path):
     assert "| chunked_torch: peak extra GiB at 16384 | 2.44 | 1.3 | **not met** |" in text
     assert "| dft_fused_torch step at 8192: peak GiB <= Liger SFT | 17.0 | 16.0 | **not met** |" in text
     assert "| dft_fused_torch step at 8192: ms <= 1.02 x HF SFT | 505.0 | 510.0 | met |" in text
+
+
+def test_bench_train_runs_each_method_alone_and_stops_one_past_the_memory_cap(tmp_path):
+    """Whole llamafactory-cli runs (a tiny Qwen2, vocabulary 2,000): one JSON line each with the
+    process's peak RSS, the trainer's runtime and the losses; a run past the cap is killed."""
+    from dft_mm.bench.train import bench_train
+
+    shape = {"batch": 1, "seq_len": 64, "steps": 1, "vocab": 2000, "hidden": 32, "workdir": str(tmp_path)}
+    (ours,) = bench_train(methods=("asft",), out=str(tmp_path / "train.jsonl"), **shape)
+    assert ours["returncode"] == 0 and "killed" not in ours
+    assert 0.3 < ours["peak_rss_gib"] < 8 and ours["train_runtime_s"] > 0 and ours["first_loss"] > 0
+    assert json.loads((tmp_path / "train.jsonl").read_text()) == ours
+    (capped,) = bench_train(methods=("upstream_asft",), memory_cap_gib=0.2, **shape)
+    assert capped["killed"].startswith("resident memory passed the 0.2 GiB cap") and capped["returncode"] != 0

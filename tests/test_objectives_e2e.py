@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dft_mm.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set
+from dft_mm.synthetic import text_problems, write_text_training_set
 from helpers import run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e
@@ -17,20 +17,6 @@ pytestmark = pytest.mark.e2e
 REL = 1e-5
 UPSTREAM = {"DFT_MM_DISABLE": "1"}
 VL = {"template": "qwen2_vl", "image_max_pixels": 56 * 56, "freeze_vision_tower": True}
-
-
-@pytest.fixture(scope="module")
-def text_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("text_data")
-    write_text_training_set(text_problems(8, seed=0), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def vl_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("vl_data")
-    write_vl_training_set(vl_problems(4, seed=0, image_dir=out / "images"), out)
-    return out
 
 
 def _train(model, data, dataset, out: Path, *, env=None, expect_ok=True, **keys):

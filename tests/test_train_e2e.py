@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dft_mm.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set
+from dft_mm.synthetic import vl_problems, write_vl_training_set
 from helpers import run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e
@@ -21,20 +21,6 @@ LOSS_KEYS = {
     # dft_fused defaults to auto (the fused lm_head+loss); this one computes from full logits
     "token_unfused": {"sft_loss": "dft", "dft_fused": False},
 }
-
-
-@pytest.fixture(scope="module")
-def text_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("text_data")
-    write_text_training_set(text_problems(8, seed=0), out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def vl_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("vl_data")
-    write_vl_training_set(vl_problems(4, seed=0, image_dir=out / "images"), out)
-    return out
 
 
 @pytest.fixture(scope="module")

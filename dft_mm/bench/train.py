@@ -63,7 +63,7 @@ def _write_data(folder: Path, rows: int, seq_len: int) -> None:
     from dft_mm.synthetic import text_problems, write_text_training_set
 
     problems = text_problems(rows, seed=0)
-    repeats = max(1, seq_len // 8)  # each completion is ~8-10 tokens of the tiny tokenizer
+    repeats = seq_len // 4 + 1  # each completion is ~5 tokens of the tiny tokenizer: the rows are cut at seq_len
     write_text_training_set([{**p, "completion": p["completion"] * repeats} for p in problems], folder)
 
 

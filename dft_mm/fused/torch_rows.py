@@ -31,6 +31,17 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("cv,cv->c", a, b)
 
 
+def _log_softmax_and_probs_(z: torch.Tensor) -> torch.Tensor:
+    """Overwrite fp32 ``z`` ``[C, V]`` with ``log_softmax(z)`` and return ``softmax(z)``, with
+    one ``exp`` pass (a logsumexp and then an ``exp`` of the log-probabilities take two)."""
+    z.sub_(z.amax(dim=-1, keepdim=True))
+    probs = z.exp()
+    total = probs.sum(dim=-1, keepdim=True)
+    probs.div_(total)
+    z.sub_(total.log())
+    return probs
+
+
 def token_weight(logp: torch.Tensor, spec: LossSpec) -> torch.Tensor:
     """Token-level DFT weight ``max(p ** alpha, min_weight)`` from ``log p`` ``[C]`` (fp32), as
     :func:`dft_mm.losses.dft_weights` computes it."""
@@ -82,18 +93,22 @@ class TorchRows:
         same rows (ASFT). ``z`` and ``ref`` may be overwritten. The gradient is in ``z``'s dtype.
         """
         work = _working_copy(z)
-        logp, lse = self._logprobs_lse(work, y)
         weight = None
-        if scale is None:
-            weight = topk_entropy_weight(work, spec.entropy_alpha) if spec.weights_from_entropy else token_weight(logp, spec)
-        work.sub_(lse[:, None])  # log p
-        probs = work.exp()
+        if ref is None:
+            logp, lse = self._logprobs_lse(work, y)
+            if scale is None:
+                weight = topk_entropy_weight(work, spec.entropy_alpha) if spec.weights_from_entropy else token_weight(logp, spec)
+            work.sub_(lse[:, None])  # log p
+            probs = work.exp()
+        else:  # ASFT: both sides through one routine, so identical rows give a KL of exactly 0
+            probs = _log_softmax_and_probs_(work)
+            logp = work.gather(1, y[:, None]).squeeze(1)
+            weight = token_weight(logp, spec) if scale is None else None
         terms = RowTerms(logp.float(), (-_rowdot(probs, work)).float(), None if weight is None else weight.float())
         ref_probs = None
         if ref is not None:
             log_q = _working_copy(ref)
-            log_q.sub_(torch.logsumexp(log_q, dim=-1)[:, None])
-            ref_probs = log_q.exp()
+            ref_probs = _log_softmax_and_probs_(log_q)
             terms.kl = _rowdot(ref_probs, log_q.sub_(work)).float()  # sum q * (log q - log p)
             del log_q
         if not want_grad:
