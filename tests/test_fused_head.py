@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dft_mm.fused import LogitTransform, linear_dft, linear_dft_and_stats
-from dft_mm.fused.chunking import auto_chunk_size
+from dft_mm.fused.chunking import HOST_CHUNK_BYTES, auto_chunk_size, free_memory_bytes
 from dft_mm.losses import NonFiniteLogitsError, dft_loss, dft_loss_and_stats
 
 B, T, H, V = 3, 11, 8, 37
@@ -349,7 +349,10 @@ def test_auto_chunk_size_fits_the_budget():
     assert auto_chunk_size(0, 32000, 8, cpu) == 1
     assert auto_chunk_size(10, 32000, 8, cpu) == 10
     big = auto_chunk_size(10**7, 152064, 4, cpu)
-    assert big % 64 == 0 and 64 <= big * 152064 * 4 <= 160 * 2**20
+    assert big % 64 == 0 and 64 <= big * 152064 * 4 <= HOST_CHUNK_BYTES
+    if free_memory_bytes(cpu) >= 16 * HOST_CHUNK_BYTES:  # the budget is the cap, not free memory
+        # the host cap: 128 fp32 rows at Qwen's vocabulary, the same rows with a reference's head beside them
+        assert auto_chunk_size(10**7, 152064, 16, cpu, heads=2) == auto_chunk_size(10**7, 152064, 16, cpu) == 128
     assert auto_chunk_size(10**7, 10**9, 8, cpu) == 1  # one row is over budget: still progress
 
 

@@ -236,8 +236,9 @@ def fused_forward(hidden, weight, bias, shifted_labels, mask, cfg: HeadConfig, n
     w_gemm = weight.to(dtype)
     b_gemm = None if bias is None else bias.to(dtype)
     logit_dtype = torch.float32 if cfg.fp32_logits and dtype.itemsize < 4 else dtype
-    per_logit = rows.bytes_per_logit(logit_dtype, spec) + (dtype.itemsize if logit_dtype != dtype else 0)
-    chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], per_logit, hidden.device)
+    per_logit = rows.bytes_per_logit(logit_dtype) + (dtype.itemsize if logit_dtype != dtype else 0)
+    heads = 1 if reference is None else 2
+    chunk = cfg.chunk_size or auto_chunk_size(supervised, weight.shape[0], per_logit, hidden.device, heads)
     mask_bt = mask.view(cfg.batch, cfg.seq_len)
     n_items = normaliser(mask_bt, cfg.num_items_in_batch)
     per_token = _PerToken(mask.numel(), hidden.device, spec)

@@ -3,7 +3,10 @@
 A chunk of ``C`` tokens holds ``C x V`` logits (plus backend temporaries), so the chunk
 size trades GEMM efficiency (bigger is better) against peak memory (smaller is better).
 :func:`auto_chunk_size` takes the largest multiple of 64 tokens whose logits fit in
-``min(free memory / 8, MAX_CHUNK_BYTES)``; callers override it with ``chunk_size=``.
+``min(free memory / 8, heads x cap)``, with ``cap`` = ``MAX_CHUNK_BYTES`` on a GPU and
+``HOST_CHUNK_BYTES`` on the host; ``heads`` is 2 when a reference head's chunk (ASFT) lives
+beside the policy's, so both objectives multiply chunks of the same rows. Callers override
+it with ``chunk_size=``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import torch
 # backend (bf16 logits + fp32 copy + temporary): small beside the fp32 weight-gradient
 # accumulator (2.03 GiB at H=3584).
 MAX_CHUNK_BYTES = 160 * 2**20
+# On the host a CPU GEMM of 64 rows is slow (whole LM-head step at V=151936, H=256, 4096
+# tokens: 13.6 s at 64 rows, 9.9 s at 128, 9.8 s at 256: docs/benchmarks.md), and host
+# memory is not the scarce resource a GPU's is: 128 rows of fp32 logits at Qwen's vocabulary.
+HOST_CHUNK_BYTES = 320 * 2**20
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -31,14 +38,16 @@ def free_memory_bytes(device: torch.device) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
-def auto_chunk_size(num_tokens: int, vocab: int, bytes_per_logit: int, device: torch.device) -> int:
+def auto_chunk_size(num_tokens: int, vocab: int, bytes_per_logit: int, device: torch.device, heads: int = 1) -> int:
     """Tokens per chunk for ``num_tokens`` supervised tokens and a ``vocab``-sized head.
 
     ``bytes_per_logit`` is what the backend keeps per logit of a chunk (logits plus
-    temporaries). The result is at least 1 and at most ``num_tokens`` (1 when there are none).
+    temporaries) on each of ``heads`` heads. The result is at least 1 and at most
+    ``num_tokens`` (1 when there are none).
     """
-    budget = min(free_memory_bytes(device) // 8, MAX_CHUNK_BYTES)
-    rows = max(budget // max(vocab * bytes_per_logit, 1), 1)
+    cap = MAX_CHUNK_BYTES if device.type == "cuda" else HOST_CHUNK_BYTES
+    budget = min(free_memory_bytes(device) // 8, heads * cap)
+    rows = max(budget // max(heads * vocab * bytes_per_logit, 1), 1)
     if rows >= 64:
         rows = rows // 64 * 64
     return int(max(1, min(num_tokens, rows)))

@@ -67,11 +67,10 @@ class TorchRows:
     name = "torch"
 
     @staticmethod
-    def bytes_per_logit(gemm_dtype: torch.dtype, spec: LossSpec) -> int:
-        """Memory per logit of a chunk: the GEMM output, its fp32 copy, the probabilities, a
-        logsumexp temporary; with a reference, the same again for its logits."""
-        one = gemm_dtype.itemsize + 12
-        return 2 * one if spec.needs_reference else one
+    def bytes_per_logit(gemm_dtype: torch.dtype) -> int:
+        """Memory per logit of a chunk on one head: the GEMM output, its fp32 copy, the
+        probabilities, a logsumexp temporary (a reference's head keeps the same again)."""
+        return gemm_dtype.itemsize + 12
 
     @staticmethod
     def _logprobs_lse(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -112,7 +112,7 @@ class TritonRows:
     name = "triton"
 
     @staticmethod
-    def bytes_per_logit(gemm_dtype: torch.dtype, spec: LossSpec) -> int:
+    def bytes_per_logit(gemm_dtype: torch.dtype) -> int:
         """The logits alone: the gradient is written over them."""
         return gemm_dtype.itemsize
 
