@@ -15,12 +15,11 @@ from dft_mm.errors import UserError
 
 COMMAND_MODULES = (
     "dft_mm.llamafactory.commands",  # dft-mm train
-    "dft_mm.tiny",  # dft-mm tiny
     "dft_mm.data.commands",  # dft-mm data ultrafeedback|wethink
     "dft_mm.evaluation.commands",  # dft-mm eval code|vlm ...
     "dft_mm.analysis.commands",  # dft-mm analyze tokens, dft-mm report
-    "dft_mm.bench.commands",  # dft-mm bench head|step
-    "dft_mm.demo",  # dft-mm demo
+    "dft_mm.bench.commands",  # dft-mm bench head|step|train
+    "dft_mm.demo.commands",  # dft-mm demo, dft-mm tiny
 )
 
 

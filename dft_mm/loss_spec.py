@@ -19,6 +19,7 @@ objective         weight ``w_t`` (no gradient through it)                KL term
                   arXiv 2601.02151)
 ================  ====================================================  =====================
 
+It is also the one definition of the loss vocabulary (objectives, levels, the YAML key names).
 Nothing here imports torch: the YAML parser, LlamaBoard and ``dft-mm bench --help`` use it
 to validate and describe objectives; :mod:`dft_mm.losses` and :mod:`dft_mm.fused` compute them.
 
@@ -36,23 +37,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-OBJECTIVES = ("nll", "dft", "asft", "eaft")
-LEVELS = ("token", "sentence", "geomean")
+OBJECTIVES = ("nll", "dft", "asft", "eaft")  # the values of the YAML key sft_loss
+LEVELS = ("token", "sentence", "geomean")  # dft_level
+TRITON_OBJECTIVES = ("nll", "dft")  # ASFT's reference softmax and EAFT's top-20 entropy: torch backend only
+# the YAML keys dft_mm adds to LLaMA-Factory's and the values its head keys take
+FUSED_MODES = ("auto", "true", "false")  # dft_fused
+FUSED_BACKENDS = ("auto", "torch", "triton")  # dft_fused_backend
+DFT_ONLY_KEYS = ("dft_level", "dft_alpha", "dft_min_weight")  # meaningful with sft_loss: dft only
+HEAD_KEYS = ("dft_fused", "dft_fused_backend")
+LOSS_KEYS = ("sft_loss", *DFT_ONLY_KEYS, *HEAD_KEYS)  # every dft_mm key
+# LLaMA-Factory's own switches, each meaning one sft_loss
+UPSTREAM_FLAGS = {"use_dft_loss": "dft", "use_asft_loss": "asft", "use_eaft_loss": "eaft"}
 # EAFT's entropy: over the renormalised softmax of the TOP_K largest logits, divided by
 # ENTROPY_SCALE (about ln 20, so the weight stays below 1); the values LLaMA-Factory 0.9.5 uses.
 EAFT_TOP_K = 20
 EAFT_ENTROPY_SCALE = 3.0
 
 
-def _number(value, name: str, *, low: float = 0.0, high: float = math.inf, hint: str = "") -> float:
-    """``value`` as a finite float in ``[low, high]``, else a ValueError naming ``name``."""
+def checked_number(value, name: str, *, low: float = 0.0, high: float = math.inf, hint: str = "") -> float:
+    """``value`` as a finite float in ``[low, high]``, else a ValueError naming ``name`` (a YAML key
+    or an argument) with ``hint`` after the bound."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or not low <= number <= high:
         bound = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
-        raise ValueError(f"{name} must be a number {bound}{hint}; got {value!r}.")
+        raise ValueError(f"{name} must be a finite number {bound}{hint}; got {value!r}.")
     return number
 
 
@@ -75,10 +86,10 @@ class LossSpec:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}.")
         if self.level not in LEVELS:
             raise ValueError(f"dft level must be one of {', '.join(LEVELS)}; got {self.level!r}.")
-        _number(self.alpha, "dft alpha", hint=" (0 = SFT, 1 = DFT)")
-        _number(self.min_weight, "dft_min_weight", high=1.0)
-        _number(self.kl_coef, "asft_alpha")
-        _number(self.entropy_alpha, "eaft_alpha")
+        checked_number(self.alpha, "dft alpha", hint=" (0 = SFT, 1 = DFT)")
+        checked_number(self.min_weight, "dft_min_weight", high=1.0)
+        checked_number(self.kl_coef, "asft_alpha")
+        checked_number(self.entropy_alpha, "eaft_alpha")
         if self.objective != "dft" and (self.level != "token" or self.min_weight):
             raise ValueError(f"a level and a weight floor apply to dft only, not {self.objective}.")
         if self.objective != "asft" and self.kl_coef:

@@ -33,16 +33,16 @@ def multipl_e_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_text_model(tmp_path_factory) -> Path:
-    """A tiny random Qwen2 with tokenizer (see dft_mm.tiny)."""
-    from dft_mm.tiny import build_tiny_text
+    """A tiny random Qwen2 with tokenizer (see dft_mm.demo.tiny)."""
+    from dft_mm.demo.tiny import build_tiny_text
 
     return build_tiny_text(tmp_path_factory.mktemp("tiny_text"))
 
 
 @pytest.fixture(scope="session")
 def tiny_vl_model(tmp_path_factory) -> Path:
-    """A tiny random Qwen2.5-VL with tokenizer and processor (see dft_mm.tiny)."""
-    from dft_mm.tiny import build_tiny_vl
+    """A tiny random Qwen2.5-VL with tokenizer and processor (see dft_mm.demo.tiny)."""
+    from dft_mm.demo.tiny import build_tiny_vl
 
     return build_tiny_vl(tmp_path_factory.mktemp("tiny_vl"))
 
@@ -50,7 +50,7 @@ def tiny_vl_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def text_data(tmp_path_factory) -> Path:
     """8 synthetic function-writing problems as a LLaMA-Factory dataset (``synthetic_code``)."""
-    from dft_mm.synthetic import text_problems, write_text_training_set
+    from dft_mm.demo.synthetic import text_problems, write_text_training_set
 
     out = tmp_path_factory.mktemp("text_data")
     write_text_training_set(text_problems(8, seed=0), out)
@@ -60,7 +60,7 @@ def text_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vl_data(tmp_path_factory) -> Path:
     """4 synthetic shape images with their colours as a LLaMA-Factory dataset (``synthetic_colours``)."""
-    from dft_mm.synthetic import vl_problems, write_vl_training_set
+    from dft_mm.demo.synthetic import vl_problems, write_vl_training_set
 
     out = tmp_path_factory.mktemp("vl_data")
     write_vl_training_set(vl_problems(4, seed=0, image_dir=out / "images"), out)

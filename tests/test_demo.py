@@ -13,17 +13,17 @@ import pytest
 import yaml
 
 from browser import chromium_page, image_widths
-from dft_mm import demo
+from dft_mm.demo import plan, run
 from dft_mm.analysis.spread import Spread
-from dft_mm.synthetic import corrupt_constants, split_sizes, text_problems
+from dft_mm.demo.synthetic import corrupt_constants, split_sizes, text_problems
 
-TASK_NAMES = [task.name for task in demo.TASKS]
+TASK_NAMES = [task.name for task in plan.TASKS]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    assert demo.run_demo(out, "smoke") == 0
+    assert run.run_demo(out, "smoke") == 0
     return out
 
 
@@ -32,7 +32,7 @@ def test_every_stage_writes_its_files(smoke):
     rows = list(csv.DictReader((smoke / "demo_results.csv").open()))
     assert [(r["task"], r["model"], r["seed"]) for r in rows] == [
         (task, model, seed) for task in TASK_NAMES
-        for model, seed in (("init", ""), ("base", ""), *((method, "0") for method in demo.METHODS))]
+        for model, seed in (("init", ""), ("base", ""), *((method, "0") for method in plan.METHODS))]
     assert all(0 <= float(r["score"]) <= 100 for r in rows)
     for task in TASK_NAMES:
         runs = smoke / "runs" / task
@@ -45,11 +45,11 @@ def test_every_stage_writes_its_files(smoke):
             assert any("mean_target_prob" in entry for entry in history) == (loss is not None)
         assert (runs / "sft-s0" / "eval" / "heldout").is_dir() and (runs / "init" / "eval" / "heldout").is_dir()
         tokens = json.loads((runs / "base" / "analysis" / "token_probs.json").read_text())
-        assert set(tokens["models"]) == {f"{task}/base", *(f"{task}/{method}@0" for method in demo.METHODS)}
+        assert set(tokens["models"]) == {f"{task}/base", *(f"{task}/{method}@0" for method in plan.METHODS)}
         asft = json.loads((runs / "asft-s0" / "trainer_state.json").read_text())["log_history"]
         assert all(abs(entry["kl"]) < 1e-6 for entry in asft if "loss" in entry and entry["step"] == 1)
     corrupted = json.loads((smoke / "data" / "noisy-code" / "demos-s0" / "corrupted.json").read_text())
-    assert len(corrupted) == round(demo.NOISE_FRACTION * demo.PLANS["smoke"].sizes["noisy-code"]["demos"])
+    assert len(corrupted) == round(plan.NOISE_FRACTION * plan.PLANS["smoke"].sizes["noisy-code"]["demos"])
     summary = json.loads((smoke / "demo_summary.json").read_text())
     assert [s["task"] for s in summary["summary"]] == TASK_NAMES and "load average" in summary["load_at_end"]
     assert all(s["winner"] and s["margin"] for s in summary["summary"])
@@ -80,7 +80,7 @@ def test_rerun_resumes_and_a_retrained_run_is_identical(smoke, capsys):
     kept = (smoke / "runs" / "code" / "sft-s0" / "trainer_state.json").stat().st_mtime
     shutil.rmtree(redo)
     capsys.readouterr()
-    assert demo.run_demo(smoke, "smoke") == 0
+    assert run.run_demo(smoke, "smoke") == 0
     printed = capsys.readouterr().out
     assert "noisy-code/dft@0: trained" in printed and "code/sft@0: kept from an earlier run" in printed
     assert (smoke / "runs" / "code" / "sft-s0" / "trainer_state.json").stat().st_mtime == kept
@@ -92,9 +92,9 @@ def test_rerun_resumes_and_a_retrained_run_is_identical(smoke, capsys):
 
 @pytest.mark.e2e
 def test_a_model_that_does_not_beat_its_base_fails_the_demo(smoke, monkeypatch, capsys):
-    strict = replace(demo.PLANS["smoke"], require_improvement=True)  # 3 smoke steps learn nothing
-    monkeypatch.setitem(demo.PLANS, "smoke", strict)
-    assert demo.run_demo(smoke, "smoke") == 1
+    strict = replace(plan.PLANS["smoke"], require_improvement=True)  # 3 smoke steps learn nothing
+    monkeypatch.setitem(plan.PLANS, "smoke", strict)
+    assert run.run_demo(smoke, "smoke") == 1
     assert "demo FAILED: code/sft@0" in capsys.readouterr().err
 
 
@@ -119,11 +119,11 @@ def test_split_sizes_are_disjoint_and_in_order():
 
 
 def test_selection_rules_follow_the_protocol():
-    low, short = demo.Schedule(50, 1e-3), demo.Schedule(50, 4e-3)
-    long = demo.Schedule(100, 1e-3)
-    assert demo.choose({long: Spread((90.0,)), short: Spread((90.0,)), low: Spread((90.0,))}) == low  # ties
-    assert demo.choose({long: Spread((95.0,)), low: Spread((90.0,))}) == long
-    task = demo.TASKS[2]
-    bases = [demo.Job(task, f"b{w}", None, None, None, demo.Schedule(w, 3e-3), 0, {}) for w in (100, 120, 140)]
-    assert demo.choose_warm_start(bases, {"b100": 32.5, "b120": 55.0, "b140": 70.0}).name == "b120"
-    assert demo.choose_warm_start(bases, {"b100": 32.5, "b120": 97.5, "b140": 100.0}).name == "b100"  # closest to 60
+    low, short = plan.Schedule(50, 1e-3), plan.Schedule(50, 4e-3)
+    long = plan.Schedule(100, 1e-3)
+    assert run.choose({long: Spread((90.0,)), short: Spread((90.0,)), low: Spread((90.0,))}) == low  # ties
+    assert run.choose({long: Spread((95.0,)), low: Spread((90.0,))}) == long
+    task = plan.TASKS[2]
+    bases = [run.Job(task, f"b{w}", None, None, None, plan.Schedule(w, 3e-3), 0, {}) for w in (100, 120, 140)]
+    assert run.choose_warm_start(bases, {"b100": 32.5, "b120": 55.0, "b140": 70.0}).name == "b120"
+    assert run.choose_warm_start(bases, {"b100": 32.5, "b120": 97.5, "b140": 100.0}).name == "b100"  # closest to 60

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from conftest import OFFLINE_ENV, REPO
-from dft_mm.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set
-from dft_mm.tiny import build_tiny_text
+from dft_mm.demo.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set
+from dft_mm.demo.tiny import build_tiny_text
 from helpers import BIN, run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e

@@ -316,7 +316,7 @@ def test_second_backward_is_refused():
     "kwargs, message",
     [
         ({"level": "word"}, "level must be one of"),
-        ({"alpha": -1.0}, "alpha must be a number >= 0"),
+        ({"alpha": -1.0}, "alpha must be a finite number >= 0"),
         ({"backend": "cuda"}, "backend must be one of"),
         ({"chunk_size": 0}, "chunk_size must be >= 1"),
     ],

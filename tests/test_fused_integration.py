@@ -10,7 +10,7 @@ from dft_mm.llamafactory.fused_head import FusedLMHead
 from dft_mm.llamafactory.head_support import find_lm_head
 from dft_mm.loss_spec import LossSpec
 from dft_mm.losses import dft_loss_and_stats
-from dft_mm.tiny import build_tiny_text
+from dft_mm.demo.tiny import build_tiny_text
 
 
 def _batch(vocab: int):

@@ -20,7 +20,7 @@ import yaml
 
 from browser import chromium_page
 from conftest import OFFLINE_ENV
-from dft_mm.synthetic import text_problems, write_text_training_set
+from dft_mm.demo.synthetic import text_problems, write_text_training_set
 from helpers import BIN
 
 pytestmark = pytest.mark.e2e

@@ -139,9 +139,9 @@ def test_sentence_weight_underflow_is_counted_per_sequence():
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: LossSpec.dft(min_weight=1.5), r"dft_min_weight must be a number in \[0, 1\]"),
-        (lambda: LossSpec.asft(-0.1), "asft_alpha must be a number >= 0"),
-        (lambda: LossSpec.eaft(float("nan")), "eaft_alpha must be a number >= 0"),
+        (lambda: LossSpec.dft(min_weight=1.5), r"dft_min_weight must be a finite number in \[0, 1\]"),
+        (lambda: LossSpec.asft(-0.1), "asft_alpha must be a finite number >= 0"),
+        (lambda: LossSpec.eaft(float("nan")), "eaft_alpha must be a finite number >= 0"),
         (lambda: LossSpec("asft", level="sentence"), "apply to dft only"),
         (lambda: LossSpec("dft", kl_coef=0.1), "applies to asft only"),
         (lambda: LossSpec("kl"), "objective must be one of nll, dft, asft, eaft"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dft_mm.synthetic import text_problems, write_text_training_set
+from dft_mm.demo.synthetic import text_problems, write_text_training_set
 from helpers import run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e

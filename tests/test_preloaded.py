@@ -1,4 +1,4 @@
-"""``dft_mm.preloaded``: a training forked from the preloaded LLaMA-Factory is the
+"""``dft_mm.demo.preloaded``: a training forked from the preloaded LLaMA-Factory is the
 ``llamafactory-cli train`` run itself, step for step; a failing one reports its exit code and log."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 import pytest
 import yaml
 
-from dft_mm import preloaded
-from dft_mm.demo import TRAIN_ENV
-from dft_mm.synthetic import text_problems, write_text_training_set
+from dft_mm.demo import preloaded
+from dft_mm.demo.run import TRAIN_ENV
+from dft_mm.demo.synthetic import text_problems, write_text_training_set
 from helpers import run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e

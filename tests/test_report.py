@@ -186,7 +186,7 @@ def test_column_order_is_the_cross_team_convention():
 def seeded_runs(tmp_path_factory):
     """Run dirs ``code/{base,sft@0..2,dft@0..2}``, scored by the real MultiPL-E scorer (sandboxed)."""
     from dft_mm.evaluation.code.scoring import score
-    from dft_mm.synthetic import text_problems, write_multipl_e_jsonl
+    from dft_mm.demo.synthetic import text_problems, write_multipl_e_jsonl
 
     root = tmp_path_factory.mktemp("seeded")
     problems = text_problems(4, seed=0)

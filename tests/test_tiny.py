@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoModelForCausalLM, AutoProcessor, AutoTokenizer
 
-from dft_mm.tiny import SPECIAL_TOKENS
+from dft_mm.demo.tiny import SPECIAL_TOKENS
 
 
 def test_text_model_loads_with_special_tokens(tiny_text_model):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dft_mm.synthetic import vl_problems, write_vl_training_set
+from dft_mm.demo.synthetic import vl_problems, write_vl_training_set
 from helpers import run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e

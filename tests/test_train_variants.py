@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dft_mm.synthetic import text_problems, write_text_training_set
-from dft_mm.tiny import build_tiny_text
+from dft_mm.demo.synthetic import text_problems, write_text_training_set
+from dft_mm.demo.tiny import build_tiny_text
 from helpers import run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ from PIL import Image, ImageDraw
 from dft_mm.cli import main
 from dft_mm.evaluation.vlm.datasets import write_dataset_tsv
 from dft_mm.errors import UserError
-from dft_mm.evaluation.vlm.generate import build_messages, generate_predictions
+from dft_mm.evaluation.vlm.generate import GenerationSettings, build_messages, generate
 from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT, resolve_system_prompt
-from dft_mm.evaluation.vlm.score import score_predictions
+from dft_mm.evaluation.vlm.score import score
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vlm"
 SMALL = {"min_pixels": 28 * 28, "max_pixels": 56 * 56, "max_new_tokens": 6}
@@ -39,7 +39,8 @@ def _shapes_tsv(path: Path) -> Path:
 
 def test_generate_resume_and_score_custom_tsv(tiny_vl_model, tmp_path):
     tsv = _shapes_tsv(tmp_path / "held_out.tsv")
-    path = generate_predictions(str(tiny_vl_model), str(tsv), tmp_path / "out", backend="hf", batch_size=2, **SMALL)
+    path = generate(str(tiny_vl_model), str(tsv), tmp_path / "out",
+                    GenerationSettings(backend="hf", batch_size=2, **SMALL))
     assert path.name == f"{tiny_vl_model.name}_held_out.tsv"
     frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     assert list(frame.columns) == ["index", "question", "answer", "category", "prediction"]
@@ -49,14 +50,14 @@ def test_generate_resume_and_score_custom_tsv(tiny_vl_model, tmp_path):
     # interrupt: drop the last record and leave half a record behind, then resume
     lines = path.read_text().splitlines(keepends=True)
     path.write_text("".join(lines[:-1]) + '"4"\t"What col')
-    generate_predictions(str(tiny_vl_model), str(tsv), tmp_path / "out", backend="hf", batch_size=2, **SMALL)
+    generate(str(tiny_vl_model), str(tsv), tmp_path / "out", GenerationSettings(backend="hf", batch_size=2, **SMALL))
     resumed = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     assert list(resumed["index"]) == ["1", "2", "3", "4"]
     assert dict(zip(resumed["index"], resumed["prediction"])) == first  # greedy: same text again
 
     # left padding must not change greedy outputs: one row at a time gives the same text
-    single = generate_predictions(str(tiny_vl_model), str(tsv), tmp_path / "single", backend="hf", batch_size=1,
-                                  **SMALL)
+    single = generate(str(tiny_vl_model), str(tsv), tmp_path / "single",
+                      GenerationSettings(backend="hf", batch_size=1, **SMALL))
     unbatched = pd.read_csv(single, sep="\t", dtype=str, keep_default_na=False)
     assert dict(zip(unbatched["index"], unbatched["prediction"])) == first
 
@@ -64,9 +65,10 @@ def test_generate_resume_and_score_custom_tsv(tiny_vl_model, tmp_path):
     record = json.loads(path.with_name(f"{path.stem}.generation.json").read_text())
     assert record["system_prompt"] == WETHINK_SYSTEM_PROMPT and record["max_new_tokens"] == SMALL["max_new_tokens"]
     with pytest.raises(UserError, match="system_prompt differ"):
-        generate_predictions(str(tiny_vl_model), str(tsv), tmp_path / "out", backend="hf", system_prompt=None, **SMALL)
+        generate(str(tiny_vl_model), str(tsv), tmp_path / "out",
+                 GenerationSettings(backend="hf", system_prompt=None, **SMALL))
 
-    result = score_predictions(str(tsv), path, tmp_path / "out")
+    result = score(str(tsv), path, tmp_path / "out")
     assert set(result) >= {"Overall", "counting", "colour"}
     assert (result["scorer"], result["judge"], result["system_prompt"]) == ("judge-free", None, WETHINK_SYSTEM_PROMPT)
     assert result["details"]["scored"] == 4

@@ -4,7 +4,7 @@ build, with a deterministic judge server on 127.0.0.1 (tests/fixtures/vlm/judge_
 Per dataset, on one prediction file written by the kit's own ``dump``:
 
 - the kit's runner (``python -m vlmeval.run --mode eval``, through our adapter) scores it;
-- ``score_predictions(..., judge=URL)`` (our judged route: the kit's own procedure) scores it;
+- ``score(..., judge=URL)`` (our judged route: the kit's own procedure) scores it;
 - both equal the numbers worked out by hand from the judge's rules, and our parser reads the
   kit's files into exactly the kit's numbers.
 
@@ -26,13 +26,13 @@ import pytest
 import torch
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.vlm.kit import WORKER, find_kit_python
-from dft_mm.evaluation.vlm.kit_files import EXACT_MATCHING, find_score_files, parse_score_file
-from dft_mm.evaluation.vlm.kit_score import score_with_kit
+from dft_mm.evaluation.vlm.kit.environment import WORKER, find_kit_python
+from dft_mm.evaluation.vlm.kit.files import EXACT_MATCHING, find_score_files, parse_score_file
+from dft_mm.evaluation.vlm.kit.score import score_with_kit
 from dft_mm.evaluation.vlm.datasets import spec_for
-from dft_mm.evaluation.vlm.score import score_predictions
+from dft_mm.evaluation.vlm.score import score
 from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
-from dft_mm.evaluation.vlm.vlmevalkit import collect_results, run_vlmevalkit, vlmevalkit_arguments, vlmevalkit_config
+from dft_mm.evaluation.vlm.kit.runner import collect_results, run_vlmevalkit, vlmevalkit_arguments, vlmevalkit_config
 
 JUDGE_SERVER = Path(__file__).parent / "fixtures" / "vlm" / "judge_server.py"
 MODEL = "tiny-vl"
@@ -46,7 +46,7 @@ from vlmeval.smp import dump
 files, worker_path, model_path, flags, result = sys.argv[1:6]
 for path, rows in json.load(open(files)).items():
     dump(pd.DataFrame(rows), path)
-spec = importlib.util.spec_from_file_location("kit_worker", worker_path)
+spec = importlib.util.spec_from_file_location("worker", worker_path)
 worker = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(worker)
 from vlmeval.run import parse_args
@@ -215,8 +215,8 @@ def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
                               mode="eval", data_root=data, vlmevalkit=vlmevalkit, out=folder / "adapter")
 
     def judged(dataset):
-        return score_predictions(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "judged" / dataset, judge=url,
-                                 judge_model=JUDGE, kit_python=kit_python)
+        return score(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "judged" / dataset, judge=url,
+                     judge_model=JUDGE, kit_python=kit_python)
 
     with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(max_workers=4) as pool:
         _patch_md5(patch, tmp, {dataset: data / f"{dataset}.tsv" for dataset in ROWS})  # for the runners only
@@ -228,7 +228,7 @@ def scored(kit_python, judge, tiny_vl_model, tmp_path_factory) -> dict:
         fallback = pool.submit(_fallback, kit_python, ours / f"{MODEL}_WeMath.xlsx", tmp / "fallback")
         results = {"fallback": fallback.result(), "flags": flags, "checkout": from_checkout, "work": work}
         for dataset in ROWS:
-            proxy = score_predictions(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "proxy" / dataset)
+            proxy = score(dataset, ours / f"{MODEL}_{dataset}.xlsx", tmp / "proxy" / dataset)
             runner_result = installed["results"][dataset]
             results[dataset] = {"runner": runner_result, "judged": ours_judged[dataset].result(), "proxy": proxy,
                                 "adapter_json": json.loads((work / "adapter" / f"{dataset}_score.json").read_text())}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dft_mm.evaluation.vlm.metrics import mathverse_metrics, mathvision_metrics, wemath_metrics
-from dft_mm.evaluation.vlm.score import score_predictions
+from dft_mm.evaluation.vlm.score import score
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vlm"
 
@@ -66,7 +66,7 @@ def test_wemath_incomplete_problem_is_counted_not_scored():
 
 
 def test_wemath_scored_from_prediction_file(tmp_path):
-    result = score_predictions("WeMath", FIXTURES / "wemath_predictions.tsv", tmp_path)
+    result = score("WeMath", FIXTURES / "wemath_predictions.tsv", tmp_path)
     for key, value in EXPECTED.items():
         assert result[key] == pytest.approx(value, abs=1e-4), key
     saved = json.loads((tmp_path / "WeMath_score.json").read_text())

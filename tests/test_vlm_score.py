@@ -11,7 +11,7 @@ import pytest
 
 from dft_mm.cli import main
 from dft_mm.errors import UserError
-from dft_mm.evaluation.vlm.score import score_predictions
+from dft_mm.evaluation.vlm.score import score
 
 
 def _write_predictions(path: Path, predictions: list[str]) -> Path:
@@ -39,20 +39,20 @@ PREDICTIONS = [
 
 def test_cache_reuses_rows_until_a_prediction_changes(tmp_path):
     predictions = _write_predictions(tmp_path / "m_shapes.tsv", PREDICTIONS)
-    first = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out")
+    first = score(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out")
     cache = tmp_path / "out" / "shapes_extract.jsonl"
     assert len(cache.read_text().splitlines()) == 4
-    again = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out")
+    again = score(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out")
     assert again["Overall"] == first["Overall"] and len(cache.read_text().splitlines()) == 4  # all reused
     _write_predictions(predictions, [PREDICTIONS[0], "I pick square", *PREDICTIONS[2:]])
-    changed = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out")
+    changed = score(str(tmp_path / "shapes.tsv"), predictions, tmp_path / "out")
     assert changed["Overall"] == pytest.approx(50.0)  # "square" is option B: right
     assert len(cache.read_text().splitlines()) == 5  # only the changed row was redone
 
 
 def test_without_judge_rules_only(tmp_path):
     predictions = _write_predictions(tmp_path / "m_shapes.tsv", PREDICTIONS)
-    result = score_predictions(str(tmp_path / "shapes.tsv"), predictions, tmp_path)
+    result = score(str(tmp_path / "shapes.tsv"), predictions, tmp_path)
     assert result["Overall"] == pytest.approx(25.0)
     assert result["details"]["scored"] == 4 and result["details"]["skipped"] == {}
     assert (result["scorer"], result["judge"], result["system_prompt"]) == ("judge-free", None, None)
@@ -67,13 +67,13 @@ def test_judged_route_checks_its_inputs_first(tmp_path, capsys):
                  "--out", str(tmp_path / "out"), "--judge", "http://127.0.0.1:9/v1", "--judge-model", "j"])
     assert code == 2 and "exists for its datasets only" in capsys.readouterr().err
     with pytest.raises(UserError, match="--judge needs --judge-model"):
-        score_predictions("MathVision", predictions, tmp_path / "out", judge="http://127.0.0.1:9/v1")
+        score("MathVision", predictions, tmp_path / "out", judge="http://127.0.0.1:9/v1")
 
 
 def test_rows_without_gold_are_counted(tmp_path):
     path = tmp_path / "p.tsv"
     path.write_text("index\tquestion\tanswer\tprediction\n1\tq\t3\t3\n2\tq\t\t4\n")
-    result = score_predictions("custom.tsv", path, tmp_path)
+    result = score("custom.tsv", path, tmp_path)
     assert result["Overall"] == 100.0
     assert result["details"]["skipped"] == {"no gold answer": 1} and result["details"]["rows"] == 2
 

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from dft_mm.errors import UserError
-from dft_mm.evaluation.vlm.kit import KIT_PYTHON_ENV, find_kit_python, kit_requirements
+from dft_mm.evaluation.vlm.kit.environment import KIT_PYTHON_ENV, find_kit_python, kit_requirements
 from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
 from dft_mm.evaluation.vlm.table import TABLE_COLUMNS, table_row, write_vlm_table
-from dft_mm.evaluation.vlm.vlmevalkit import run_vlmevalkit, vlmevalkit_arguments, vlmevalkit_config
+from dft_mm.evaluation.vlm.kit.runner import run_vlmevalkit, vlmevalkit_arguments, vlmevalkit_config
 
 
 def test_config_matches_vlmevalkit_schema():

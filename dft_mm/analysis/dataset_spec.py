@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from dft_mm import durable
 from dft_mm.errors import UserError
 
 FILE_DATASET_NAME = "dft_mm_analysis_data"
@@ -94,7 +95,8 @@ def resolve_dataset(data: str, dataset_dir: str | None, work_dir: Path) -> Datas
     if path.is_file():
         entry = {"file_name": str(path.resolve()), **describe_file(path)}
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / "dataset_info.json").write_text(json.dumps({FILE_DATASET_NAME: entry}, indent=2))
+        durable.write_json(work_dir / "dataset_info.json", {FILE_DATASET_NAME: entry}, ensure_ascii=True,
+                           final_newline=False)
         return DatasetSpec(FILE_DATASET_NAME, str(work_dir), str(path.resolve().parent))
     if dataset_dir is None:
         raise UserError(f"--data {data}: no such file; to use a dataset name, also pass --dataset-dir DIR "

@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dft_mm import durable
 from dft_mm.analysis.cli_args import parse_named
 from dft_mm.analysis.markdown import md_escape, md_table
 from dft_mm.analysis.plots import (
@@ -483,7 +484,7 @@ def build_report(run: list[str], out: str, *, reference_dir: str | None = None, 
     blocks += _token_blocks(members, own, other, token_groups, colours, out_dir)
     blocks += paper
     blocks += _listing_blocks(members, out_dir)
-    (out_dir / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
-    (out_dir / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+    durable.write_text(out_dir / "report.md", render_markdown(blocks))
+    durable.write_text(out_dir / "report.html", render_html(blocks, title))
     print(f"report: wrote {out_dir / 'report.md'} and {out_dir / 'report.html'}")
     return out_dir / "report.md"

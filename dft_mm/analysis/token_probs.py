@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
+from dft_mm import durable
 from dft_mm.analysis.cli_args import parse_named, parse_settings
 from dft_mm.analysis.dataset_spec import resolve_dataset
 from dft_mm.analysis.histogram import FINE_BINS, TokenProbHistogram
@@ -97,13 +97,6 @@ def model_statistics(pipeline, *, batch_size: int, bins: int, top_k: int, desc: 
             for token_id, count in lowest
         ],
     }
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Atomic write, so an interrupted run never leaves a truncated file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _load_previous(path: Path, settings: dict) -> dict:
@@ -207,12 +200,12 @@ def analyze_tokens(
                                          dtype=dtype, extra_args=settings["extra_args"])
             stats = model_statistics(pipeline, batch_size=batch_size, bins=bins, top_k=top_k, desc=f"tokens {name}")
             results[name] = {"model_dir": model_dir, **stats}
-            _write_json(json_path, {"settings": settings, "models": results})
+            durable.write_json(json_path, {"settings": settings, "models": results})
             del pipeline
     ordered = {name: results[name] for name in models} | results  # command-line order first
     payload = {"settings": settings, "models": ordered}
-    _write_json(json_path, payload)
+    durable.write_json(json_path, payload)
     plot_token_histograms(ordered, out_dir / PNG_NAME)
-    (out_dir / MD_NAME).write_text(lowest_tokens_markdown(ordered, top_k), encoding="utf-8")
+    durable.write_text(out_dir / MD_NAME, lowest_tokens_markdown(ordered, top_k))
     print(f"analyze tokens: wrote {json_path}, {out_dir / PNG_NAME}, {out_dir / MD_NAME}")
     return payload

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dft_mm.bench.head import LEVELS
+from dft_mm.loss_spec import LEVELS
 from dft_mm.errors import UserError
 
 

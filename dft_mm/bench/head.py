@@ -21,8 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dft_mm.errors import UserError
+from dft_mm.loss_spec import LEVELS
 
-LEVELS = ("token", "sentence", "geomean")
 
 
 def bench_head(

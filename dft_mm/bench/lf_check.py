@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from dft_mm import durable
+
 KEYS = ("loss", "nll", "grad_norm")
 
 
@@ -39,8 +41,8 @@ def run(work: Path, steps: int, liger: bool) -> dict:
     import torch
 
     from dft_mm.llamafactory.commands import train
-    from dft_mm.synthetic import text_problems, write_text_training_set
-    from dft_mm.tiny import build_tiny_text
+    from dft_mm.demo.synthetic import text_problems, write_text_training_set
+    from dft_mm.demo.tiny import build_tiny_text
 
     cuda = torch.cuda.is_available()
     model = build_tiny_text(work / "model")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(Path(args.work), args.steps, args.use_liger_kernel)
     result["equal"] = result["max_rel_diff"] is not None and result["max_rel_diff"] <= args.rel
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    durable.write_json(args.out, result, ensure_ascii=True, final_newline=False)
     print(json.dumps({k: result[k] for k in ("device", "use_liger_kernel", "max_rel_diff", "equal")}))
     return 0 if result["equal"] else 1
 

@@ -60,7 +60,7 @@ BASELINE = "dft"  # the ratios in the summary are against dft_mm's DFT (its LoRA
 
 def _write_data(folder: Path, rows: int, seq_len: int) -> None:
     """``rows`` alpaca samples whose answers are longer than ``seq_len`` tokens (cut there)."""
-    from dft_mm.synthetic import text_problems, write_text_training_set
+    from dft_mm.demo.synthetic import text_problems, write_text_training_set
 
     problems = text_problems(rows, seed=0)
     repeats = seq_len // 4 + 1  # each completion is ~5 tokens of the tiny tokenizer: the rows are cut at seq_len
@@ -146,7 +146,7 @@ def bench_train(
         raise UserError(f"unknown --methods {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
     if min(batch, seq_len, steps, hidden, layers) < 1 or memory_cap_gib <= 0:
         raise UserError("--batch, --seq-len, --steps, --hidden, --layers must be >= 1 and --memory-cap-gib > 0.")
-    from dft_mm.tiny import build_tiny_text
+    from dft_mm.demo.tiny import build_tiny_text
 
     root = Path(workdir).resolve()
     model = root / f"model-v{vocab}-h{hidden}-l{layers}"

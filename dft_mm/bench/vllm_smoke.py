@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dft_mm import durable
+
 
 def _vllm_missing() -> str | None:
     try:
@@ -31,8 +33,8 @@ def _generate(kind: str, args: list[str]) -> dict:
 
 
 def run(work: Path) -> dict:
-    from dft_mm.synthetic import text_problems, vl_problems, write_multipl_e_jsonl, write_vl_heldout_tsv
-    from dft_mm.tiny import build_tiny_text, build_tiny_vl
+    from dft_mm.demo.synthetic import text_problems, vl_problems, write_multipl_e_jsonl, write_vl_heldout_tsv
+    from dft_mm.demo.tiny import build_tiny_text, build_tiny_vl
 
     text_model, vl_model = build_tiny_text(work / "text_model"), build_tiny_vl(work / "vl_model")
     problems = write_multipl_e_jsonl(text_problems(2, seed=0), work / "data" / "synthetic-python.jsonl")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = _vllm_missing()
     result = {"skipped": missing} if missing else run(Path(args.work))
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    durable.write_json(args.out, result, ensure_ascii=True, final_newline=False)
     print(json.dumps(result)[:2000])
     return 0 if missing or result["ok"] else 1
 

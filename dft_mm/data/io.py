@@ -5,14 +5,13 @@ files, a directory of such files, or a Hugging Face dataset id read through
 ``datasets.load_dataset``. Rows stream one at a time; a line that is not a JSON object is
 reported as malformed (``data is None``) instead of stopping the run.
 
-Outputs are written to a temporary file and renamed when complete, so an interrupted run
-never leaves a half-written dataset behind.
+Outputs are written through :mod:`dft_mm.durable` (a temporary file renamed when complete), so an
+interrupted run never leaves a half-written dataset behind.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from dft_mm import durable
 from dft_mm.errors import UserError
 
 LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -200,27 +200,6 @@ def convert_rows(rows: Iterable[Row], total: int | None, desc: str, convert: Cal
     return records
 
 
-def write_jsonl_atomic(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write ``records`` as JSON lines to ``path`` via a temporary file; returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
-    return count
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_outputs(out_dir: Path, file_name: str, records: Iterable[dict[str, Any]],
                   dataset_info: dict[str, Any], stats: dict[str, Any]) -> Path:
     """Write the dataset, its ``dataset_info.json`` and ``stats.json`` into ``out_dir``.
@@ -230,9 +209,9 @@ def write_outputs(out_dir: Path, file_name: str, records: Iterable[dict[str, Any
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     data_path = out_dir / file_name
-    write_jsonl_atomic(data_path, records)
-    write_json(out_dir / "dataset_info.json", dataset_info)
-    write_json(out_dir / "stats.json", stats)
+    durable.write_jsonl(data_path, records)
+    durable.write_json(out_dir / "dataset_info.json", dataset_info)
+    durable.write_json(out_dir / "stats.json", stats)
     return data_path
 
 

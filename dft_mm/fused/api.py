@@ -11,7 +11,7 @@ import torch
 from dft_mm.fused.autograd import HeadConfig, LinearDFTFunction
 from dft_mm.fused.reference import ReferenceHead
 from dft_mm.fused.transforms import LogitTransform
-from dft_mm.loss_spec import LossSpec
+from dft_mm.loss_spec import TRITON_OBJECTIVES, LossSpec
 from dft_mm.losses import (
     LossStats,
     NumItems,
@@ -24,7 +24,6 @@ BACKENDS = ("auto", "torch", "triton")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-TRITON_OBJECTIVES = ("nll", "dft")  # ASFT's reference softmax and EAFT's top-k run in the torch backend
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, objective: str = "dft"):

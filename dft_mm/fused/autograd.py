@@ -52,11 +52,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import torch
 
-from dft_mm.fused.chunking import auto_chunk_size
+from dft_mm.fused.chunking import auto_chunk_size, chunk_logits
+from dft_mm.fused.reference import ReferenceHead
 from dft_mm.fused.transforms import LogitTransform
 from dft_mm.loss_spec import LossSpec
 from dft_mm.losses import (
@@ -67,9 +67,6 @@ from dft_mm.losses import (
     reduce_loss,
     sequence_weights,
 )
-
-if TYPE_CHECKING:
-    from dft_mm.fused.reference import ReferenceHead
 
 logger = logging.getLogger(__name__)
 
@@ -156,19 +153,6 @@ class _Gradients:
 def _chunks(count: int, size: int):
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
-
-
-def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp32_logits: bool) -> torch.Tensor:
-    """``[C, H] x [V, H]^T (+ bias)`` -> ``[C, V]``: in the operands' (GEMM) dtype, as
-    ``nn.Linear`` returns them; with ``fp32_logits``, the fp32 accumulator of the same GEMM
-    (no rounding to a low-precision dtype)."""
-    if not fp32_logits or h.dtype in (torch.float32, torch.float64):
-        return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
-    if h.is_cuda:
-        z = torch.mm(h, weight.T, out_dtype=torch.float32)
-    else:  # no mixed-dtype GEMM on CPU: exact products of the upcast operands
-        z = h.float() @ weight.float().T
-    return z if bias is None else z.add_(bias.float())
 
 
 def _logprobs(rows, z, targets, transform):

@@ -1,4 +1,4 @@
-"""How many tokens one chunk of the fused head processes at a time.
+"""The fused head's chunks: how many tokens one chunk processes at a time, and its logits GEMM.
 
 A chunk of ``C`` tokens holds ``C x V`` logits (plus backend temporaries), so the chunk
 size trades GEMM efficiency (bigger is better) against peak memory (smaller is better).
@@ -51,3 +51,16 @@ def auto_chunk_size(num_tokens: int, vocab: int, bytes_per_logit: int, device: t
     if rows >= 64:
         rows = rows // 64 * 64
     return int(max(1, min(num_tokens, rows)))
+
+
+def chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, fp32_logits: bool) -> torch.Tensor:
+    """``[C, H] x [V, H]^T (+ bias)`` -> ``[C, V]``: in the operands' (GEMM) dtype, as
+    ``nn.Linear`` returns them; with ``fp32_logits``, the fp32 accumulator of the same GEMM
+    (no rounding to a low-precision dtype)."""
+    if not fp32_logits or h.dtype in (torch.float32, torch.float64):
+        return h @ weight.T if bias is None else torch.addmm(bias, h, weight.T)
+    if h.is_cuda:
+        z = torch.mm(h, weight.T, out_dtype=torch.float32)
+    else:  # no mixed-dtype GEMM on CPU: exact products of the upcast operands
+        z = h.float() @ weight.float().T
+    return z if bias is None else z.add_(bias.float())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dft_mm.fused.autograd import chunk_logits
+from dft_mm.fused.chunking import chunk_logits
 from dft_mm.fused.transforms import LogitTransform
 
 

@@ -21,23 +21,24 @@ This module only knows LLaMA-Factory's argument class; the import hook swaps it 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from llamafactory.extras.misc import is_env_enabled
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
-from dft_mm.loss_spec import LEVELS, OBJECTIVES, LossSpec
+from dft_mm.loss_spec import (
+    DFT_ONLY_KEYS,
+    FUSED_BACKENDS,
+    FUSED_MODES,
+    LEVELS,
+    LOSS_KEYS,
+    OBJECTIVES,
+    TRITON_OBJECTIVES,
+    UPSTREAM_FLAGS,
+    LossSpec,
+    checked_number,
+)
 
-SFT_LOSSES = OBJECTIVES
-FUSED_MODES = ("auto", "true", "false")
-FUSED_BACKENDS = ("auto", "torch", "triton")
-TRITON_LOSSES = ("nll", "dft")  # ASFT's reference softmax and EAFT's top-20 entropy: torch backend only
-DFT_ONLY_KEYS = ("dft_level", "dft_alpha", "dft_min_weight")
-HEAD_KEYS = ("dft_fused", "dft_fused_backend")
-LOSS_KEYS = ("sft_loss", *DFT_ONLY_KEYS, *HEAD_KEYS)  # every dft_mm key
-# LLaMA-Factory's own switches, each meaning one sft_loss
-UPSTREAM_FLAGS = {"use_dft_loss": "dft", "use_asft_loss": "asft", "use_eaft_loss": "eaft"}
 
 
 def _as_fused_mode(value) -> str:
@@ -48,17 +49,6 @@ def _as_fused_mode(value) -> str:
     if mode not in FUSED_MODES:
         raise ValueError(f"dft_fused must be one of auto, true, false; got {value!r}.")
     return mode
-
-
-def _as_number(value, key: str, *, high: float = math.inf, hint: str = "") -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or not 0 <= number <= high:
-        bound = ">= 0" if high == math.inf else f"in [0, {high:g}]"
-        raise ValueError(f"{key} must be a finite number {bound}{hint}; got {value!r}.")
-    return number
 
 
 def _unserved_path() -> str | None:
@@ -121,15 +111,15 @@ class DftFinetuningArguments(FinetuningArguments):
         self.dft_level = "token" if self.dft_level is None else str(self.dft_level)
         if self.dft_level not in LEVELS:
             raise ValueError(f"dft_level must be one of {', '.join(LEVELS)}; got {self.dft_level!r}.")
-        self.dft_alpha = 1.0 if self.dft_alpha is None else _as_number(self.dft_alpha, "dft_alpha", hint=" (0 = SFT, 1 = DFT)")
-        self.dft_min_weight = 0.0 if self.dft_min_weight is None else _as_number(self.dft_min_weight, "dft_min_weight", high=1)
+        self.dft_alpha = 1.0 if self.dft_alpha is None else checked_number(self.dft_alpha, "dft_alpha", hint=" (0 = SFT, 1 = DFT)")
+        self.dft_min_weight = 0.0 if self.dft_min_weight is None else checked_number(self.dft_min_weight, "dft_min_weight", high=1)
         self.dft_fused = "auto" if self.dft_fused is None else _as_fused_mode(self.dft_fused)
         self.dft_fused_backend = "auto" if self.dft_fused_backend is None else str(self.dft_fused_backend).lower()
         if self.dft_fused_backend not in FUSED_BACKENDS:
             raise ValueError(f"dft_fused_backend must be one of {', '.join(FUSED_BACKENDS)}; got {self.dft_fused_backend!r}.")
-        if self.dft_fused_backend == "triton" and self.sft_loss not in TRITON_LOSSES:
+        if self.dft_fused_backend == "triton" and self.sft_loss not in TRITON_OBJECTIVES:
             raise ValueError(
-                f"dft_fused_backend: triton serves sft_loss {' and '.join(TRITON_LOSSES)}; sft_loss: {self.sft_loss} runs its "
+                f"dft_fused_backend: triton serves sft_loss {' and '.join(TRITON_OBJECTIVES)}; sft_loss: {self.sft_loss} runs its "
                 "per-chunk work (reference softmax, top-20 entropy) in the torch backend: use dft_fused_backend: auto or torch."
             )
         self.loss_spec = self._spec()
@@ -138,19 +128,19 @@ class DftFinetuningArguments(FinetuningArguments):
         if self.sft_loss == "dft":
             return LossSpec.dft(self.dft_level, self.dft_alpha, self.dft_min_weight)
         if self.sft_loss == "asft":
-            return LossSpec.asft(_as_number(self.asft_alpha, "asft_alpha", hint=" (the KL coefficient)"))
+            return LossSpec.asft(checked_number(self.asft_alpha, "asft_alpha", hint=" (the KL coefficient)"))
         if self.sft_loss == "eaft":
-            return LossSpec.eaft(_as_number(self.eaft_alpha, "eaft_alpha", hint=" (the entropy exponent)"))
+            return LossSpec.eaft(checked_number(self.eaft_alpha, "eaft_alpha", hint=" (the entropy exponent)"))
         return LossSpec.nll()
 
     def _resolve_sft_loss(self, given: list[str], flags: list[str]) -> None:
         """Fold upstream's ``use_*_loss`` flags into ``sft_loss``; every other key needs ``sft_loss``."""
-        if self.sft_loss is not None and self.sft_loss not in SFT_LOSSES:
-            raise ValueError(f"sft_loss must be one of {', '.join(SFT_LOSSES)}; got {self.sft_loss!r}. Example: `sft_loss: dft`.")
+        if self.sft_loss is not None and self.sft_loss not in OBJECTIVES:
+            raise ValueError(f"sft_loss must be one of {', '.join(OBJECTIVES)}; got {self.sft_loss!r}. Example: `sft_loss: dft`.")
         if len(flags) > 1:
             raise ValueError(
                 f"{' and '.join(f'{flag}: true' for flag in flags)} select different losses (LLaMA-Factory alone would "
-                f"silently use {flags[0]}); keep one, or use sft_loss: {' | '.join(SFT_LOSSES)}."
+                f"silently use {flags[0]}); keep one, or use sft_loss: {' | '.join(OBJECTIVES)}."
             )
         if flags:
             implied = UPSTREAM_FLAGS[flags[0]]

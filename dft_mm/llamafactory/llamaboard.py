@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from dft_mm.llamafactory.arguments import FUSED_MODES, LOSS_KEYS, SFT_LOSSES
 from dft_mm.llamafactory.llamaboard_locales import LANGUAGES, LOSS_LOCALES
-from dft_mm.loss_spec import LEVELS
+from dft_mm.loss_spec import FUSED_MODES, LEVELS, LOSS_KEYS, OBJECTIVES
 
 logger = logging.getLogger("llamafactory.dft_mm")
 
 SUPPORTED_VERSIONS = ("0.9.5",)
-SFT_LOSS_CHOICES = ("default", *SFT_LOSSES)
+SFT_LOSS_CHOICES = ("default", *OBJECTIVES)
 PLOTTED = ("loss", "nll", "mean_target_prob", "entropy", "kl")  # panels, for the keys a run logged
 # the group's inputs, in order; each objective's own knobs are shown only when it is chosen
 INPUTS = ("sft_loss", "dft_level", "dft_alpha", "dft_min_weight", "asft_alpha", "eaft_alpha", "dft_fused")

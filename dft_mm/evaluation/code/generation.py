@@ -28,9 +28,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from dft_mm.durable import append, complete_records, open_for_append
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code import data as code_data
-from dft_mm.evaluation.resumable import append, complete_records, open_for_append
 from dft_mm.evaluation.code.scoring import truncate_at_stop
 
 EVALPLUS_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a "

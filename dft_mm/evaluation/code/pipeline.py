@@ -7,9 +7,9 @@ Every stage resumes, so rerunning after an interruption redoes nothing that fini
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from dft_mm import durable
 from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.code.generation import generate
 from dft_mm.evaluation.code.languages import check_toolchain
@@ -57,5 +57,5 @@ def run(model: str | Path, out: str | Path, benchmarks: str = "humaneval,humanev
     csv_path, md_path = write_table(out, [row])
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {csv_path} and {md_path}")
-    (out / "code_scores.json").write_text(json.dumps(scores, indent=2), encoding="utf-8")
+    durable.write_json(out / "code_scores.json", scores, ensure_ascii=True, final_newline=False)
     return row

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from dft_mm import durable
+
 MULTIPLE_COLUMNS = {"python": "MultiPL-E Python", "cpp": "MultiPL-E C++", "java": "MultiPL-E Java",
                     "php": "MultiPL-E PHP", "ts": "MultiPL-E TS", "cs": "MultiPL-E C#", "sh": "MultiPL-E Bash",
                     "js": "MultiPL-E JS"}
@@ -48,11 +50,11 @@ def write_table(out: str | Path, rows: list[dict[str, str]]) -> tuple[Path, Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "code_table.csv", out / "code_table.md"
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    with durable.open_atomic(csv_path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    durable.write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path

@@ -21,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+from dft_mm import durable
 from dft_mm.evaluation.code import data as code_data
 from dft_mm.evaluation.code import derived_plus
 from dft_mm.evaluation.code.scoring import score
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                                                              out / "HumanEvalPlus-derived.jsonl")
         problems = code_data.load_problems(benchmark, data)
         samples = out / "samples.jsonl"
-        samples.write_text("".join(json.dumps(s) + "\n" for s in _samples(benchmark, problems)))
+        durable.write_jsonl(samples, _samples(benchmark, problems), ensure_ascii=True)
         start = time.monotonic()
         result = score(benchmark, samples, out, workers=args.workers, data=data)
         seconds = time.monotonic() - start

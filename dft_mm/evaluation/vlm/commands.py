@@ -2,23 +2,31 @@
 custom TSVs).
 
 Each verb maps to one Python function with the same arguments:
-:func:`~dft_mm.evaluation.vlm.generate.generate_predictions`,
-:func:`~dft_mm.evaluation.vlm.score.score_predictions`,
-:func:`~dft_mm.evaluation.vlm.vlmevalkit.run_vlmevalkit`,
-:func:`~dft_mm.evaluation.vlm.pipeline.run_vlm_eval`,
-:func:`~dft_mm.evaluation.vlm.kit.install_kit`. Heavy imports happen in the handlers.
+:func:`~dft_mm.evaluation.vlm.generate.generate`,
+:func:`~dft_mm.evaluation.vlm.score.score`,
+:func:`~dft_mm.evaluation.vlm.kit.runner.run_vlmevalkit`,
+:func:`~dft_mm.evaluation.vlm.pipeline.run`,
+:func:`~dft_mm.evaluation.vlm.kit.environment.install_kit`; ``generate`` and ``run`` take their
+generation options as one :class:`~dft_mm.evaluation.vlm.generate.GenerationSettings`, built
+here once. Heavy imports happen in the handlers.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 # These modules import nothing heavy at module level.
-from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
+from dft_mm.evaluation.vlm.generate import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    GenerationSettings,
+)
+from dft_mm.evaluation.vlm.kit.runner import MODES
 from dft_mm.evaluation.vlm.pipeline import DEFAULT_DATASETS
 from dft_mm.evaluation.vlm.prompts import resolve_system_prompt
-from dft_mm.evaluation.vlm.vlmevalkit import MODES
 
 _DATASET_HELP = ("VLMEvalKit dataset name (MathVerse_MINI[_Vision_Only|_Vision_Intensive|_Vision_Dominant], "
                  "MathVision[_MINI], WeMath) or a path to a TSV in VLMEvalKit format")
@@ -61,27 +69,29 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     _add_kit_python(parser)
 
 
-def _generate(args: argparse.Namespace) -> None:
-    from dft_mm.evaluation.vlm.generate import generate_predictions
+def _generation_settings(args: argparse.Namespace) -> GenerationSettings:
+    """The generation options (``_add_generation_options``) as one settings object."""
+    return GenerationSettings(**{field.name: getattr(args, field.name)
+                                 for field in dataclasses.fields(GenerationSettings)})
 
-    path = generate_predictions(
-        args.model, args.dataset, args.out, data_root=args.data_root, backend=args.backend, batch_size=args.batch_size,
-        min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_new_tokens=args.max_new_tokens,
-        model_name=args.model_name, limit=args.limit, system_prompt=args.system_prompt,
-    )
+
+def _generate(args: argparse.Namespace) -> None:
+    from dft_mm.evaluation.vlm.generate import generate
+
+    path = generate(args.model, args.dataset, args.out, _generation_settings(args))
     print(json.dumps({"predictions": str(path)}))
 
 
 def _score(args: argparse.Namespace) -> None:
-    from dft_mm.evaluation.vlm.score import score_predictions
+    from dft_mm.evaluation.vlm.score import score
 
-    result = score_predictions(args.dataset, args.predictions, args.out, judge=args.judge, judge_model=args.judge_model,
-                               judge_workers=args.judge_workers, kit_python=args.kit_python)
+    result = score(args.dataset, args.predictions, args.out, judge=args.judge, judge_model=args.judge_model,
+                   judge_workers=args.judge_workers, kit_python=args.kit_python)
     print(json.dumps({key: value for key, value in result.items() if key != "details"}, indent=2))
 
 
 def _vlmevalkit(args: argparse.Namespace) -> None:
-    from dft_mm.evaluation.vlm.vlmevalkit import run_vlmevalkit
+    from dft_mm.evaluation.vlm.kit.runner import run_vlmevalkit
 
     result = run_vlmevalkit(
         args.model, args.datasets, args.work_dir, vlmevalkit=args.vlmevalkit, kit_python=args.kit_python,
@@ -95,20 +105,15 @@ def _vlmevalkit(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dft_mm.evaluation.vlm.pipeline import run_vlm_eval
+    from dft_mm.evaluation.vlm.pipeline import run
 
-    result = run_vlm_eval(
-        args.model, args.datasets, args.out, data_root=args.data_root, backend=args.backend,
-        batch_size=args.batch_size, min_pixels=args.min_pixels, max_pixels=args.max_pixels,
-        max_new_tokens=args.max_new_tokens, model_name=args.model_name, limit=args.limit, judge=args.judge,
-        judge_model=args.judge_model, judge_workers=args.judge_workers, kit_python=args.kit_python,
-        system_prompt=args.system_prompt,
-    )
+    result = run(args.model, args.datasets, args.out, _generation_settings(args), judge=args.judge,
+                 judge_model=args.judge_model, judge_workers=args.judge_workers, kit_python=args.kit_python)
     print(json.dumps(result["row"], indent=2))
 
 
 def _install_kit(args: argparse.Namespace) -> None:
-    from dft_mm.evaluation.vlm.kit import install_kit
+    from dft_mm.evaluation.vlm.kit.environment import install_kit
 
     python = install_kit(args.env, args.package, quiet=args.quiet)
     print(json.dumps({"kit_python": str(python)}))

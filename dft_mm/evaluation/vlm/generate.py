@@ -7,18 +7,23 @@ system turn with ``system_prompt`` (default: the WeThink prompt the paper's mode
 with; ``None`` leaves the chat template's default). Backends: HF transformers
 (batched, left padding) and vLLM (used by ``backend="auto"`` when importable with a GPU).
 
+The settings travel as one :class:`GenerationSettings` (``dft-mm eval vlm generate`` and
+``run`` build it from their options; ``run`` hands it on unchanged).
+
 Output: ``<out>/<model>_<dataset>.tsv`` in VLMEvalKit's prediction format, resumable, and
 ``<model>_<dataset>.generation.json`` with the settings (system prompt included).
 
 Example::
 
-    generate_predictions("Qwen/Qwen2.5-VL-3B-Instruct", "MathVision_MINI", "out/")
+    generate("Qwen/Qwen2.5-VL-3B-Instruct", "MathVision_MINI", "out/")
+    generate("saves/dft", "held_out.tsv", "out/", GenerationSettings(backend="hf", system_prompt=None))
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from dft_mm.data.wethink import WETHINK_SYSTEM_PROMPT
@@ -29,6 +34,26 @@ DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 DEFAULT_MAX_NEW_TOKENS = 2048
 BACKENDS = ("auto", "hf", "vllm")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How :func:`generate` generates: one value per ``dft-mm eval vlm generate`` option
+    (``--a-b`` -> ``a_b``) besides ``--model``, ``--dataset`` and ``--out``.
+
+    ``system_prompt``, the pixel bounds and ``max_new_tokens`` (with the model) are recorded
+    beside the predictions; a rerun with others is refused.
+    """
+
+    data_root: str | Path | None = None  # folder of <name>.tsv files (None: $LMUData or ~/LMUData)
+    backend: str = "auto"  # one of BACKENDS
+    batch_size: int = 8  # rows per generate call (vLLM takes at least VLLMBackend.min_batch)
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    model_name: str | None = None  # name in file names and the table (None: the model folder's name)
+    limit: int | None = None  # only the first N rows (smoke tests)
+    system_prompt: str | None = WETHINK_SYSTEM_PROMPT  # None: the chat template's default
 
 
 def build_messages(images: list, text: str, min_pixels: int, max_pixels: int,
@@ -128,25 +153,12 @@ def make_backend(backend: str, model_path: str, max_new_tokens: int):
     return HFBackend(model_path, max_new_tokens)
 
 
-def generate_predictions(
-    model: str,
-    dataset: str,
-    out: str | Path,
-    *,
-    data_root: str | Path | None = None,
-    backend: str = "auto",
-    batch_size: int = 8,
-    min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    model_name: str | None = None,
-    limit: int | None = None,
-    system_prompt: str | None = WETHINK_SYSTEM_PROMPT,
-) -> Path:
+def generate(model: str, dataset: str, out: str | Path, settings: GenerationSettings = GenerationSettings()) -> Path:
     """Generate (or finish generating) predictions; returns the prediction TSV path.
 
-    ``limit`` keeps the first N rows (smoke tests). Rows already in the file are skipped; a
-    file generated with other settings (system prompt, pixels, max_new_tokens) is refused.
+    ``settings.limit`` keeps the first N rows (smoke tests). Rows already in the file are
+    skipped; a file generated with other settings (system prompt, pixels, max_new_tokens) is
+    refused.
     """
     from tqdm import tqdm
 
@@ -159,32 +171,34 @@ def generate_predictions(
     )
     from dft_mm.evaluation.vlm.prompts import build_prompt
 
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if settings.batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1, got {settings.batch_size}")
+    min_pixels, max_pixels = settings.min_pixels, settings.max_pixels
     if not (0 < min_pixels <= max_pixels):
         raise UserError(f"pixel bounds must satisfy 0 < min_pixels <= max_pixels, got {min_pixels}, {max_pixels}")
     if not Path(model).is_dir() and not _HUB_ID.fullmatch(str(model)):
         raise UserError(f"--model {model}: no such checkpoint folder (nor a Hugging Face id like Qwen/Qwen2.5-VL-3B-Instruct)")
-    data = load_dataset(dataset, data_root)
-    rows = data.rows[:limit] if limit else data.rows
-    name = model_name or Path(str(model).rstrip("/")).name
+    data = load_dataset(dataset, settings.data_root)
+    rows = data.rows[:settings.limit] if settings.limit else data.rows
+    name = settings.model_name or Path(str(model).rstrip("/")).name
     path = Path(out) / prediction_filename(name, data.name)
     # refuse other settings before the writer touches the file (it drops incomplete records)
-    check_generation_record(path, {"model": str(model), "system_prompt": system_prompt, "min_pixels": min_pixels,
-                                   "max_pixels": max_pixels, "max_new_tokens": max_new_tokens})
+    check_generation_record(path, {"model": str(model), "system_prompt": settings.system_prompt,
+                                   "min_pixels": min_pixels, "max_pixels": max_pixels,
+                                   "max_new_tokens": settings.max_new_tokens})
     writer = PredictionWriter(path, prediction_columns(data.columns))
     if writer.dropped_partial:
         print(f"{path}: dropped {writer.dropped_partial} incomplete record(s) from an interrupted run; regenerating")
     todo = [row for row in rows if row["index"] not in writer.done]
     if not todo:
         return path
-    engine = make_backend(backend, str(model), max_new_tokens)
-    chunk = max(batch_size, engine.min_batch)
+    engine = make_backend(settings.backend, str(model), settings.max_new_tokens)
+    chunk = max(settings.batch_size, engine.min_batch)
     with tqdm(total=len(rows), initial=len(rows) - len(todo), desc=f"generate {data.name}", unit="q") as bar:
         for start in range(0, len(todo), chunk):
             batch = todo[start:start + chunk]
             conversations = [build_messages(data.images(row), build_prompt(row, data.spec), min_pixels, max_pixels,
-                                            system_prompt) for row in batch]
+                                            settings.system_prompt) for row in batch]
             for row, prediction in zip(batch, engine.generate(conversations)):
                 writer.write(row, prediction)
             bar.update(len(batch))

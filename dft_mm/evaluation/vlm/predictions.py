@@ -43,7 +43,7 @@ def read_generation_record(predictions: str | Path) -> dict | None:
 
 def check_generation_record(predictions: str | Path, record: dict) -> None:
     """Write ``record`` beside ``predictions``; refuse when an earlier run recorded other settings."""
-    from dft_mm.data.io import write_json
+    from dft_mm.durable import write_json
 
     previous = read_generation_record(predictions)
     if previous is not None and previous != record:

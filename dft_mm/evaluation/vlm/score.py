@@ -1,7 +1,7 @@
 """Score a prediction file, two ways:
 
 - ``judge=URL`` (the paper's metric): VLMEvalKit's own evaluation with that judge
-  (:mod:`dft_mm.evaluation.vlm.kit_score`); ``"scorer": "vlmevalkit"``;
+  (:mod:`dft_mm.evaluation.vlm.kit.score`); ``"scorer": "vlmevalkit"``;
 - no judge: a fast, deterministic proxy, ``"scorer": "judge-free"``: rule extraction +
   ``math-verify``. Not the paper's metric: its numbers go to the proxy table only.
 
@@ -19,9 +19,9 @@ Inputs: our ``<model>_<dataset>.tsv`` or VLMEvalKit's ``<model>_<dataset>.xlsx``
 
 Example::
 
-    score_predictions("MathVision", "out/dft_MathVision.tsv", "out/")                       # proxy
-    score_predictions("MathVision", "out/dft_MathVision.tsv", "out/", judge="http://127.0.0.1:8000/v1",
-                      judge_model="Qwen2.5-72B-Instruct")                                   # the kit's
+    score("MathVision", "out/dft_MathVision.tsv", "out/")                       # proxy
+    score("MathVision", "out/dft_MathVision.tsv", "out/", judge="http://127.0.0.1:8000/v1",
+          judge_model="Qwen2.5-72B-Instruct")                                   # the kit's
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from dft_mm.data.io import write_json
-from dft_mm.evaluation.resumable import append, complete_records, open_for_append
+from dft_mm.durable import append, complete_records, open_for_append, write_json
 from dft_mm.evaluation.vlm.datasets import MATHVERSE, WEMATH, spec_for
 from dft_mm.evaluation.vlm.extract import Extraction, extract_answer
 
@@ -97,7 +96,7 @@ def _write_outputs(out: Path, dataset: str, result: dict, counts: dict) -> None:
     write_json(out / f"{dataset}_score.json", result)
 
 
-def score_predictions(
+def score(
     dataset: str,
     predictions: str | Path,
     out: str | Path,
@@ -120,7 +119,7 @@ def score_predictions(
     out.mkdir(parents=True, exist_ok=True)
     record = read_generation_record(predictions) or {}
     if judge:
-        from dft_mm.evaluation.vlm.kit_score import score_with_kit
+        from dft_mm.evaluation.vlm.kit.score import score_with_kit
 
         result = score_with_kit(spec, Path(predictions), out, judge_url=judge, judge_model=judge_model,
                                 workers=judge_workers, kit_python=kit_python)

@@ -1,15 +1,15 @@
-"""Runs inside VLMEvalKit's interpreter, started by :mod:`dft_mm.evaluation.vlm.kit` by path
+"""Runs inside VLMEvalKit's interpreter, started by path from :mod:`dft_mm.evaluation.vlm.kit.environment`
 (it imports nothing from dft_mm, so the kit's environment needs no dft_mm).
 
 Two verbs::
 
     # the kit's own evaluation of one prediction file (its prompts, judge calls, caches, files)
-    python kit_worker.py evaluate --benchmark MathVerse --dataset MathVerse_MINI \\
+    python worker.py evaluate --benchmark MathVerse --dataset MathVerse_MINI \\
         --eval-file W/model_MathVerse_MINI.tsv --judge gpt-4o-mini \\
         [--api-base http://127.0.0.1:8000/v1/chat/completions] [--nproc 4] [--retry 3]
 
     # the kit's own runner (installed package or a checkout's run.py), all its flags after --
-    python kit_worker.py run [--attn-implementation sdpa] [--checkout DIR] -- --config c.json --work-dir W
+    python worker.py run [--attn-implementation sdpa] [--checkout DIR] -- --config c.json --work-dir W
 
 ``evaluate`` calls the dataset class's ``evaluate`` (``MathVerse.evaluate``,
 ``MathVision.evaluate``, ``WeMath.evaluate``) on an instance made without loading the
@@ -26,8 +26,8 @@ import runpy
 import sys
 from pathlib import Path
 
-# This folder also holds dft_mm modules named like libraries the kit imports (datasets.py):
-# keep it off the import path.
+# This folder holds dft_mm modules with plain names (files.py, score.py, environment.py) that
+# would shadow a library of the same name the kit imports: keep it off the import path.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 

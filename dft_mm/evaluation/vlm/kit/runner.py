@@ -4,7 +4,7 @@ its score files: the paper's numbers.
 The run: one ``Qwen2VLChat`` model entry in a ``--config`` JSON (``min_pixels``,
 ``max_pixels``, ``max_new_tokens``, ``use_custom_prompt: false`` and ``system_prompt``, the
 paper's settings), ``python -m vlmeval.run --config ... --work-dir ... --reuse`` in the kit's
-interpreter (:mod:`dft_mm.evaluation.vlm.kit`), with the kit's own options passed through:
+interpreter (:mod:`dft_mm.evaluation.vlm.kit.environment`), with the kit's own options passed through:
 ``--judge`` (its judge name, e.g. ``gpt-4o-mini``), ``--judge-base-url`` (an OpenAI-compatible
 server; the key is the kit's ``OPENAI_API_KEY``), ``--use-vllm``, ``--api-nproc``, and the
 attention implementation that ``Qwen2VLChat`` hard-codes (``flash_attention_2``).
@@ -28,11 +28,11 @@ import os
 import sys
 from pathlib import Path
 
-from dft_mm.data.io import write_json
+from dft_mm.durable import write_json
 from dft_mm.errors import UserError
 from dft_mm.evaluation.vlm.datasets import KNOWN_DATASETS
 from dft_mm.evaluation.vlm.generate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
-from dft_mm.evaluation.vlm.kit_files import EXACT_MATCHING, find_score_files, parse_score_file
+from dft_mm.evaluation.vlm.kit.files import EXACT_MATCHING, find_score_files, parse_score_file
 from dft_mm.evaluation.vlm.prompts import WETHINK_SYSTEM_PROMPT
 
 MODES = ("all", "infer", "eval")
@@ -162,7 +162,7 @@ def run_vlmevalkit(
     as the kit decides). Returns ``{"config", "command", "results", "row"}`` (``mode="infer"``:
     no results, no table).
     """
-    from dft_mm.evaluation.vlm.kit import find_kit_python, kit_environment, run_kit_worker
+    from dft_mm.evaluation.vlm.kit.environment import find_kit_python, kit_environment, run_kit_worker
     from dft_mm.evaluation.vlm.table import table_row, write_vlm_table
 
     names = split_datasets(datasets)

@@ -33,7 +33,7 @@ KIT_PYTHON_ENV = "DFT_MM_VLMEVAL_PYTHON"
 KIT_EXTRA = "vlmeval"
 # dft_mm's own pins the kit environment shares (the kit itself would take the newest).
 SHARED_PINS = ("torch", "torchvision", "transformers")
-WORKER = Path(__file__).with_name("kit_worker.py")
+WORKER = Path(__file__).with_name("worker.py")
 
 
 def default_kit_env() -> Path:
@@ -113,7 +113,7 @@ def kit_environment(**overrides: str | None) -> dict[str, str]:
 
 def run_kit_worker(python: str, args: list[str], *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
                    what: str = "VLMEvalKit") -> None:
-    """Run :mod:`kit_worker` (by path, so the kit's interpreter needs no dft_mm) with ``args``."""
+    """Run :mod:`~dft_mm.evaluation.vlm.kit.worker` (by path, so the kit's interpreter needs no dft_mm) with ``args``."""
     command = [python, str(WORKER), *args]
     print("running:", " ".join(command), flush=True)
     if subprocess.run(command, env=env, cwd=cwd, check=False).returncode != 0:

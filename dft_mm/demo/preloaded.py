@@ -34,7 +34,7 @@ def _context(env: dict[str, str]):
     with _lock:
         if "context" in _server:
             if _server["env"] != env:
-                raise RuntimeError("dft_mm.preloaded: every training must share the forkserver's environment; got another.")
+                raise RuntimeError("dft_mm.demo.preloaded: every training must share the forkserver's environment; got another.")
             return _server["context"]
         os.environ.update(env)  # the forkserver inherits it before it imports LLaMA-Factory
         os.environ.pop("DFT_MM_DISABLE", None)

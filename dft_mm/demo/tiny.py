@@ -13,8 +13,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 SPECIAL_TOKENS = (
@@ -230,24 +228,3 @@ def build_tiny_vl(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int
     )
     processor.save_pretrained(str(out))
     return out
-
-
-def _cli(args: argparse.Namespace) -> None:
-    common = dict(hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
-    if args.kind == "vl":
-        out = build_tiny_vl(args.out, **common)
-    else:
-        out = build_tiny_text(args.out, family=args.family, tie_word_embeddings=args.tied, **common)
-    print(json.dumps({"kind": args.kind, "path": str(out)}))
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("tiny", help="build a tiny offline Qwen2 / Qwen2.5-VL model")
-    parser.add_argument("--kind", choices=("text", "vl"), required=True)
-    parser.add_argument("--family", choices=TEXT_FAMILIES, default="qwen2", help="text model family (default qwen2)")
-    parser.add_argument("--tied", action="store_true", help="text model: tie lm_head to the input embeddings")
-    parser.add_argument("--out", required=True, help="directory to write the model to")
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.set_defaults(handler=_cli)

@@ -13,8 +13,8 @@ was measured). In short:
 * the DFT family (:data:`LOSS_KEYS`): DFT with a weight floor of 0.1, ASFT (KL to the base,
   ``asft_alpha`` 0.1) and EAFT (``eaft_alpha`` 1), each with its own predictions there.
 
-Steps: build tiny random Qwen2 / Qwen2.5-VL models (:mod:`dft_mm.tiny`); write the synthetic
-data (:mod:`dft_mm.synthetic`); train through the real ``llamafactory-cli train`` (random init ->
+Steps: build tiny random Qwen2 / Qwen2.5-VL models (:mod:`dft_mm.demo.tiny`); write the synthetic
+data (:mod:`dft_mm.demo.synthetic`); train through the real ``llamafactory-cli train`` (random init ->
 SFT warm start = the *base*; base -> each method, one run per seed, identical data and settings
 but the loss keys and each method's selected schedule); score every model on held-out data with the real benchmark code (sandboxed
 MultiPL-E execution; the VLM generation + judge-free scorer); run ``analyze tokens`` and
@@ -28,7 +28,7 @@ training whose settings or starting model changed is redone, and so is everythin
 
 ``dft-mm demo --select [--methods ...]`` runs the protocol's selection on the *validation* split
 (the noisy regime's warm-start length and each method's learning rate and length) and writes
-every validation score it looked at; the chosen values are the ones in :data:`TASKS`.
+every validation score it looked at; the chosen values are the ones in :data:`dft_mm.demo.plan.TASKS`.
 """
 
 from __future__ import annotations
@@ -46,98 +46,15 @@ from typing import Callable
 
 import yaml
 
-from dft_mm import preloaded
+from dft_mm.demo import preloaded
 from dft_mm.analysis.markdown import md_table
 from dft_mm.analysis.spread import Spread, rank
-from dft_mm.errors import UserError
+from dft_mm.demo.plan import (COMPETENT, GRID, LABELS, LOSS_KEYS, METHODS, NOISE_FRACTION, PLANS, TASKS, VL_PIXELS,
+                              WARM_CANDIDATES, DemoPlan, Schedule, Task)
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1", "WANDB_DISABLED": "true"}
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRAIN_ENV = {**OFFLINE_ENV, **ONE_THREAD}  # every training's environment (dft_mm's hook on)
-VL_PIXELS = {"min_pixels": 28 * 28, "max_pixels": 112 * 112}
-NEW_KNOWLEDGE, NOISY = "new knowledge", "noisy demonstrations"
-NOISE_FRACTION = 0.4  # fixed in docs/analysis.md before measuring
-LOSS_KEYS = {  # method -> its YAML keys; the knobs were fixed in docs/analysis.md before measuring
-    "sft": {"sft_loss": "nll"},
-    "dft": {"sft_loss": "dft"},
-    "dft-floor": {"sft_loss": "dft", "dft_min_weight": 0.1},
-    "asft": {"sft_loss": "asft", "asft_alpha": 0.1},
-    "eaft": {"sft_loss": "eaft", "eaft_alpha": 1.0},
-}
-METHODS = tuple(LOSS_KEYS)
-LABELS = {"sft": "SFT", "dft": "DFT", "dft-floor": "DFT+floor", "asft": "ASFT", "eaft": "EAFT"}
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Length and peak learning rate of one training (cosine schedule, 5 % warm-up)."""
-
-    steps: int
-    lr: float
-
-
-@dataclass(frozen=True)
-class Task:
-    """One demo task: its regime, modality, warm start and per-method fine-tuning schedule."""
-
-    name: str
-    regime: str
-    kind: str  # "text" | "vl"
-    warm: Schedule  # random init -> base
-    finetune: dict[str, Schedule] = field(hash=False)  # method -> schedule, base -> fine-tuned
-
-    @property
-    def template(self) -> str:
-        return "empty" if self.kind == "text" else "qwen2_vl"
-
-    @property
-    def dataset(self) -> str:
-        return "synthetic_code" if self.kind == "text" else "synthetic_colours"
-
-    @property
-    def extra(self) -> dict:
-        return {} if self.kind == "text" else {"image_max_pixels": VL_PIXELS["max_pixels"], "freeze_vision_tower": False}
-
-    @property
-    def metric(self) -> str:
-        return "pass@1 (%)" if self.kind == "text" else "accuracy (%)"
-
-
-FIRST_DEMO = {method: Schedule(100, 2e-3) for method in METHODS}  # the first demo's settings, unchanged
-TASKS = (
-    Task("code", NEW_KNOWLEDGE, "text", Schedule(100, 3e-3), FIRST_DEMO),
-    Task("colours", NEW_KNOWLEDGE, "vl", Schedule(100, 3e-3), FIRST_DEMO),
-    # chosen by `dft-mm demo --select` on the validation split (docs/analysis.md, "Selection")
-    # SFT and DFT: the first selection; the others: `dft-mm demo --select --methods dft-floor,asft,eaft`
-    Task("noisy-code", NOISY, "text", Schedule(100, 3e-3), {
-        "sft": Schedule(100, 4e-3), "dft": Schedule(100, 1e-3), "dft-floor": Schedule(100, 2e-3),
-        "asft": Schedule(100, 1e-3), "eaft": Schedule(100, 4e-3)}),
-)
-# the protocol's candidates (docs/analysis.md)
-WARM_CANDIDATES = (100, 120, 140, 160, 180)
-COMPETENT = (40.0, 80.0)  # validation pass@1 (%) of a partly competent base (amendment 1 in docs/analysis.md)
-GRID = tuple(Schedule(steps, lr) for lr in (1e-3, 2e-3, 4e-3) for steps in (50, 100))
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    """Sizes of one demo run."""
-
-    seeds: int
-    batch_size: int
-    sizes: dict[str, dict[str, int]] = field(hash=False)  # task -> split -> number of problems / images
-    max_steps: int | None  # caps every schedule (the smoke plan)
-    require_improvement: bool  # fail unless every fine-tuned model beats its base on held-out data
-
-
-PLANS = {
-    "full": DemoPlan(seeds=3, batch_size=16, max_steps=None, require_improvement=True, sizes={
-        "code": {"train": 200, "heldout": 40}, "colours": {"train": 160, "heldout": 32},
-        "noisy-code": {"warm": 80, "demos": 80, "validation": 40, "heldout": 40}}),
-    "smoke": DemoPlan(seeds=1, batch_size=4, max_steps=3, require_improvement=False, sizes={
-        "code": {"train": 16, "heldout": 6}, "colours": {"train": 8, "heldout": 4},
-        "noisy-code": {"warm": 12, "demos": 10, "validation": 6, "heldout": 6}}),
-}
 
 
 @dataclass(frozen=True)
@@ -239,7 +156,7 @@ def run_jobs(bases: list[Job], children: dict[str, list[Job]], plan: DemoPlan, w
 
 
 def _prepare_data(out: Path, plan: DemoPlan) -> dict[str, TaskData]:
-    from dft_mm.synthetic import (
+    from dft_mm.demo.synthetic import (
         corrupt_constants,
         split_sizes,
         text_problems,
@@ -302,23 +219,24 @@ def evaluate(task: Task, model: Path, data: Path, out: Path) -> float:
             return json.loads(done.read_text())["pass@1_percent"]
         samples = generate(model, "multipl-e-python", out, data=data, max_new_tokens=16, batch_size=64)
         return score("multipl-e-python", samples, out, data=data)["pass@1_percent"]
-    from dft_mm.evaluation.vlm.generate import generate_predictions
-    from dft_mm.evaluation.vlm.score import score_predictions
+    from dft_mm.evaluation.vlm.generate import GenerationSettings
+    from dft_mm.evaluation.vlm.generate import generate as generate_vl
+    from dft_mm.evaluation.vlm.score import score as score_vl
 
     done = out / f"{data.stem}_score.json"
     if done.is_file():
         return json.loads(done.read_text())["Overall"]
     # the demo's VL data trains with the template's default system prompt, not WeThink's: no system turn here
-    predictions = generate_predictions(str(model), str(data), out, backend="hf", max_new_tokens=40, batch_size=16,
-                                       system_prompt=None, **VL_PIXELS)
-    return score_predictions(str(data), predictions, out)["Overall"]
+    settings = GenerationSettings(backend="hf", max_new_tokens=40, batch_size=16, system_prompt=None, **VL_PIXELS)
+    predictions = generate_vl(str(model), str(data), out, settings)
+    return score_vl(str(data), predictions, out)["Overall"]
 
 
 def _setup(out: Path, plan_name: str, workers: int | None):
     """Models, data and the worker count shared by the demo and the selection."""
     import torch
 
-    from dft_mm.tiny import build_tiny_text, build_tiny_vl
+    from dft_mm.demo.tiny import build_tiny_text, build_tiny_vl
 
     os.environ.update(OFFLINE_ENV)
     torch.set_num_threads(1)  # evaluation and analysis in this process: same results on any machine
@@ -496,28 +414,3 @@ def select_settings(out: str | Path = "demo_select", plan_name: str = "full", se
     print((out / "selection.md").read_text())
     _log(f"selection: {out / 'selection.md'}", started)
     return result
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="SFT, DFT and its fixes on tiny offline models, two regimes, 3 seeds "
-                                                "(what `make demo` runs)")
-    parser.add_argument("--out", help="output directory (default: demo_out, or demo_select with --select)")
-    parser.add_argument("--plan", choices=sorted(PLANS), default="full", help="full (the demo) or smoke (tests)")
-    parser.add_argument("--seed", type=int, default=0, help="first training seed; the plan's seeds follow it (default 0)")
-    parser.add_argument("--jobs", type=int, help="trainings at a time, one CPU thread each (default: CPUs, at most 4)")
-    parser.add_argument("--select", action="store_true",
-                        help="run the protocol's selection on the validation split instead of the demo")
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"with --select: the methods to select for (comma-separated, from {', '.join(METHODS)})")
-
-    def handler(args) -> int:
-        if args.select:
-            methods = tuple(args.methods.split(","))
-            unknown = sorted(set(methods) - set(METHODS))
-            if unknown:
-                raise UserError(f"unknown --methods {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
-            select_settings(args.out or "demo_select", args.plan, args.seed, args.jobs, methods=methods)
-            return 0
-        return run_demo(args.out or "demo_out", args.plan, args.seed, args.jobs)
-
-    parser.set_defaults(handler=handler)

@@ -13,7 +13,7 @@ Per dataset the kit does (``ms-vlmeval`` 0.0.20):
 The prediction file (ours or the kit's, ``<model>_<dataset>.tsv|.xlsx``) is copied into
 ``out/vlmevalkit/`` where the kit keeps its per-row caches (a rerun continues; a changed
 prediction file starts them afresh) and writes its files, which
-:mod:`dft_mm.evaluation.vlm.kit_files` reads.
+:mod:`dft_mm.evaluation.vlm.kit.files` reads.
 
 Example::
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from dft_mm.errors import UserError
 from dft_mm.evaluation.vlm.datasets import KNOWN_DATASETS, WEMATH, DatasetSpec
-from dft_mm.evaluation.vlm.kit_files import EXACT_MATCHING, WEMATH_JUDGE_TAGS, parse_score_file, score_file_judge
+from dft_mm.evaluation.vlm.kit.files import EXACT_MATCHING, WEMATH_JUDGE_TAGS, parse_score_file, score_file_judge
 
 KIT_FOLDER = "vlmevalkit"
 
@@ -73,7 +73,7 @@ def score_with_kit(
     """Run the kit's evaluation of ``predictions``; returns ``{metrics..., "scorer", "judge",
     "judge_url", "details"}``. A WeMath file the kit scored by exact matching (its silent
     fallback when the judge does not answer) is refused."""
-    from dft_mm.evaluation.vlm.kit import find_kit_python, kit_environment, run_kit_worker
+    from dft_mm.evaluation.vlm.kit.environment import find_kit_python, kit_environment, run_kit_worker
 
     if spec.name not in KNOWN_DATASETS:
         raise UserError(f"--judge scores with VLMEvalKit's own procedure, which exists for its datasets only "
