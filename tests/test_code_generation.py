@@ -12,7 +12,14 @@ import pytest
 from dft_mm.cli import main as cli_main
 from dft_mm.errors import UserError
 from dft_mm.evaluation.code.data import DEFAULT_STOP_TOKENS
-from dft_mm.evaluation.code.generation import RAW_SAMPLES, _sample_rows, build_requests, evalplus_stop, generate
+from dft_mm.evaluation.code.generation import (
+    RAW_SAMPLES,
+    GenerationSettings,
+    _sample_rows,
+    build_requests,
+    evalplus_stop,
+    generate,
+)
 from dft_mm.evaluation.code.pipeline import run
 
 
@@ -22,7 +29,7 @@ def _rows(path):
 
 @pytest.mark.e2e
 def test_generate_humaneval_resumes_after_a_kill(tiny_text_model, tmp_path):
-    path = generate(tiny_text_model, "humaneval", tmp_path, limit=3, max_new_tokens=12, batch_size=2)
+    path = generate(tiny_text_model, "humaneval", tmp_path, GenerationSettings(limit=3, max_new_tokens=12, batch_size=2))
     rows = _rows(path)
     assert [(r["task_id"], r["index"]) for r in sorted(rows, key=lambda r: r["task_id"])] == \
         [("HumanEval/0", 0), ("HumanEval/1", 0), ("HumanEval/2", 0)]
@@ -32,12 +39,12 @@ def test_generate_humaneval_resumes_after_a_kill(tiny_text_model, tmp_path):
     assert all(not any(s in r["solution"] for s in evalplus_stop(False)[:3]) for r in rows)
 
     before = path.read_text()
-    generate(tiny_text_model, "humaneval", tmp_path, limit=3, max_new_tokens=12)
+    generate(tiny_text_model, "humaneval", tmp_path, GenerationSettings(limit=3, max_new_tokens=12))
     assert path.read_text() == before, "a finished run must not regenerate anything"
 
     lines = before.splitlines(keepends=True)
     path.write_text("".join(lines[:2]) + lines[2][:10])  # killed while writing the third sample
-    generate(tiny_text_model, "humaneval", tmp_path, limit=3, max_new_tokens=12)
+    generate(tiny_text_model, "humaneval", tmp_path, GenerationSettings(limit=3, max_new_tokens=12))
     after = _rows(path)
     assert after[:2] == rows[:2] and len(after) == 3 and after[2]["task_id"] == rows[2]["task_id"]
 
@@ -45,26 +52,26 @@ def test_generate_humaneval_resumes_after_a_kill(tiny_text_model, tmp_path):
 @pytest.mark.e2e
 def test_generate_multiple_and_chat_modes(tiny_text_model, multipl_e_dir, tmp_path):
     data = multipl_e_dir / "humaneval-cpp.jsonl"
-    rows = _rows(generate(tiny_text_model, "multipl-e-cpp", tmp_path / "cpp", data=data, limit=2, max_new_tokens=16))
+    rows = _rows(generate(tiny_text_model, "multipl-e-cpp", tmp_path / "cpp", GenerationSettings(limit=2, max_new_tokens=16), data=data))
     assert all(r["name"] == r["task_id"] and "\n}" not in r["completion"] for r in rows)
     assert all((r["temperature"], r["top_p"], r["max_tokens"]) == (0.0, 1.0, 16) for r in rows)  # for .results.json
 
-    chat = _rows(generate(tiny_text_model, "humaneval", tmp_path / "chat", chat=True, limit=2, max_new_tokens=16))
+    chat = _rows(generate(tiny_text_model, "humaneval", tmp_path / "chat", GenerationSettings(chat=True, limit=2, max_new_tokens=16)))
     assert all("solution" in r and "completion" not in r and "\n```\n" not in r["solution"] for r in chat)
 
-    py = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "py", data=multipl_e_dir / "humaneval-python.jsonl",
-                        limit=2, max_new_tokens=16))
+    py = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "py", GenerationSettings(limit=2, max_new_tokens=16),
+                        data=multipl_e_dir / "humaneval-python.jsonl"))
     assert [r["task_id"] for r in sorted(py, key=lambda r: r["task_id"])] == ["Python/0", "Python/1"]
     assert all(not any(s in r["completion"] for s in DEFAULT_STOP_TOKENS["python"]) for r in py)
 
     with pytest.raises(UserError, match="temperature"):
-        generate(tiny_text_model, "humaneval", tmp_path / "n", n_samples=4, limit=1)
+        generate(tiny_text_model, "humaneval", tmp_path / "n", GenerationSettings(n_samples=4, limit=1))
 
 
 @pytest.mark.e2e
 def test_run_pipeline_writes_table(tiny_text_model, multipl_e_dir, tmp_path, monkeypatch):
-    row = run(tiny_text_model, tmp_path, benchmarks="humaneval,multipl-e-js", multipl_e_dir=multipl_e_dir,
-              limit=2, max_new_tokens=8, workers=2, model_name="tiny")
+    row = run(tiny_text_model, tmp_path, "humaneval,multipl-e-js", GenerationSettings(limit=2, max_new_tokens=8),
+              multipl_e_dir=multipl_e_dir, workers=2, model_name="tiny")
     assert row["model"] == "tiny" and row["HumanEval"] == "0.00" and row["MultiPL-E JS"] == "0.00"
     with open(tmp_path / "code_table.csv") as handle:
         parsed = list(csv.DictReader(handle))
@@ -87,10 +94,10 @@ def test_run_pipeline_writes_table(tiny_text_model, multipl_e_dir, tmp_path, mon
 @pytest.mark.e2e
 def test_greedy_outputs_do_not_depend_on_batch_composition(tiny_text_model, multipl_e_dir, tmp_path):
     data = multipl_e_dir / "humaneval-python.jsonl"
-    alone = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "a", data=data, limit=2, max_new_tokens=12,
-                           batch_size=1))
-    mixed = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "b", data=data, limit=6, max_new_tokens=12,
-                           batch_size=6))  # the same two prompts, batched with four others if batching were used
+    alone = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "a",
+                           GenerationSettings(limit=2, max_new_tokens=12, batch_size=1), data=data))
+    mixed = _rows(generate(tiny_text_model, "multipl-e-python", tmp_path / "b",
+                           GenerationSettings(limit=6, max_new_tokens=12, batch_size=6), data=data))  # the same two prompts, batched with four others if batching were used
     by_task = {r["task_id"]: r["completion"] for r in mixed}
     assert {r["task_id"]: r["completion"] for r in alone} == {r["task_id"]: by_task[r["task_id"]] for r in alone}
 

@@ -211,13 +211,13 @@ def evaluate(task: Task, model: Path, data: Path, out: Path) -> float:
     judge-free scorer (accuracy).
     """
     if task.kind == "text":
-        from dft_mm.evaluation.code.generation import generate
+        from dft_mm.evaluation.code.generation import GenerationSettings, generate
         from dft_mm.evaluation.code.scoring import score
 
         done = out / "multipl-e-python_score.json"
         if done.is_file():
             return json.loads(done.read_text())["pass@1_percent"]
-        samples = generate(model, "multipl-e-python", out, data=data, max_new_tokens=16, batch_size=64)
+        samples = generate(model, "multipl-e-python", out, GenerationSettings(max_new_tokens=16, batch_size=64), data=data)
         return score("multipl-e-python", samples, out, data=data)["pass@1_percent"]
     from dft_mm.evaluation.vlm.generate import GenerationSettings
     from dft_mm.evaluation.vlm.generate import generate as generate_vl

@@ -23,12 +23,19 @@ def _add_generation_args(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N problems (smoke tests)")
 
 
+def _generation_settings(args):
+    """The generation options, built once (``run`` has no ``--top-p``: its default)."""
+    from dataclasses import fields
+
+    from dft_mm.evaluation.code.generation import GenerationSettings
+
+    return GenerationSettings(**{f.name: getattr(args, f.name) for f in fields(GenerationSettings) if hasattr(args, f.name)})
+
+
 def _generate(args) -> int:
     from dft_mm.evaluation.code.generation import generate
 
-    path = generate(args.model, args.benchmark, args.out, backend=args.backend, n_samples=args.n_samples,
-                    temperature=args.temperature, top_p=args.top_p, chat=args.chat, data=args.data,
-                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, limit=args.limit)
+    path = generate(args.model, args.benchmark, args.out, _generation_settings(args), data=args.data)
     print(f"samples: {path}")
     return 0
 
@@ -44,10 +51,9 @@ def _score(args) -> int:
 def _run(args) -> int:
     from dft_mm.evaluation.code.pipeline import run
 
-    run(args.model, args.out, benchmarks=args.benchmarks, backend=args.backend, n_samples=args.n_samples,
-        temperature=args.temperature, chat=args.chat, workers=args.workers, multipl_e_dir=args.multipl_e_dir,
-        humaneval_plus=args.humaneval_plus, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        limit=args.limit, model_name=args.model_name, evalplus_semantics=args.evalplus_semantics)
+    run(args.model, args.out, args.benchmarks, _generation_settings(args), workers=args.workers,
+        multipl_e_dir=args.multipl_e_dir, humaneval_plus=args.humaneval_plus, model_name=args.model_name,
+        evalplus_semantics=args.evalplus_semantics)
     return 0
 
 

@@ -26,6 +26,7 @@ strings; sampling batches ``batch_size`` prompts) and ``vllm`` (when installed).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from dft_mm.durable import append, complete_records, open_for_append
@@ -159,11 +160,29 @@ def _sample_rows(benchmark_kind: str, request: dict, index: int, text: str, chat
     return {**row, "solution": sanitize(raw, entrypoint=request["entry_point"])}, {**row, "solution": raw}
 
 
-def generate(model: str | Path, benchmark: str, out: str | Path, backend: str = "hf", n_samples: int = 1,
-             temperature: float = 0.0, top_p: float = 0.95, chat: bool = False, data: str | Path | None = None,
-             batch_size: int = 8, max_new_tokens: int | None = None, limit: int | None = None) -> Path:
-    """Write ``n_samples`` completions per problem to ``out/samples.jsonl`` (resumable); returns its path."""
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How :func:`generate` generates: one value per ``dft-mm eval code generate`` option
+    (``--a-b`` -> ``a_b``) besides ``--model``, ``--benchmark``, ``--data`` and ``--out``."""
+
+    backend: str = "hf"  # "hf" or "vllm"
+    n_samples: int = 1  # completions per problem (pass@k needs temperature > 0)
+    temperature: float = 0.0  # 0: greedy, one prompt at a time
+    top_p: float = 0.95  # with temperature > 0
+    chat: bool = False  # EvalPlus's chat prompt through the model's chat template
+    batch_size: int = 8  # prompts per generate call (sampling only)
+    max_new_tokens: int | None = None  # None: MAX_NEW_TOKENS of the benchmark's harness
+    limit: int | None = None  # only the first N problems (smoke tests)
+
+
+def generate(model: str | Path, benchmark: str, out: str | Path, settings: GenerationSettings = GenerationSettings(),
+             data: str | Path | None = None) -> Path:
+    """Write ``settings.n_samples`` completions per problem of ``benchmark`` (its problems from
+    ``data``, else the pinned release) to ``out/samples.jsonl`` (resumable); returns its path."""
     from tqdm import tqdm
+
+    backend, n_samples, temperature, top_p = settings.backend, settings.n_samples, settings.temperature, settings.top_p
+    chat, batch_size, max_new_tokens, limit = settings.chat, settings.batch_size, settings.max_new_tokens, settings.limit
 
     kind, _ = code_data.parse_benchmark(benchmark)
     if n_samples > 1 and temperature == 0:

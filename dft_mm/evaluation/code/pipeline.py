@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dft_mm import durable
 from dft_mm.evaluation.code import data as code_data
-from dft_mm.evaluation.code.generation import generate
+from dft_mm.evaluation.code.generation import GenerationSettings, generate
 from dft_mm.evaluation.code.languages import check_toolchain
 from dft_mm.evaluation.code.sandbox import check_bwrap
 from dft_mm.evaluation.code.scoring import score
@@ -28,10 +28,9 @@ def _data_for(benchmark: str, multipl_e_dir: str | Path | None, humaneval_plus: 
 
 
 def run(model: str | Path, out: str | Path, benchmarks: str = "humaneval,humaneval+,multipl-e",
-        backend: str = "hf", n_samples: int = 1, temperature: float = 0.0, chat: bool = False,
-        workers: int | None = None, multipl_e_dir: str | Path | None = None,
-        humaneval_plus: str | Path | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
-        limit: int | None = None, model_name: str | None = None, evalplus_semantics: str = "release") -> dict[str, str]:
+        settings: GenerationSettings = GenerationSettings(), *, workers: int | None = None,
+        multipl_e_dir: str | Path | None = None, humaneval_plus: str | Path | None = None,
+        model_name: str | None = None, evalplus_semantics: str = "release") -> dict[str, str]:
     """Generate, score and tabulate; returns the table row (also written to ``out/code_table.*``).
 
     ``multipl_e_dir`` holds local ``humaneval-<lang>.jsonl`` files (else the pinned HF dataset);
@@ -49,8 +48,7 @@ def run(model: str | Path, out: str | Path, benchmarks: str = "humaneval,humanev
     scores = {}
     for name in names:
         data = _data_for(name, multipl_e_dir, humaneval_plus)
-        samples = generate(model, name, out / name, backend=backend, n_samples=n_samples, temperature=temperature,
-                           chat=chat, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
+        samples = generate(model, name, out / name, settings, data=data)
         scores[name] = score(name, samples, out / name, workers=workers, data=data,
                              evalplus_semantics=evalplus_semantics)
     row = table_row(model_name or Path(model).name, scores)
