@@ -12,6 +12,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+	bash scripts/floor_test.sh  # the core tests again at the oldest transformers the ranges admit
 
 clean:
 	rm -rf demo_out .pytest_cache

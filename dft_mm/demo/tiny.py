@@ -69,14 +69,25 @@ def _tokenizer_corpus() -> list[str]:
     return lines
 
 
+def _transformers_4() -> bool:
+    """Whether the installed transformers is 4.x (the floor pyproject.toml admits)."""
+    import transformers
+
+    return int(transformers.__version__.split(".")[0]) < 5
+
+
 def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024):
     """Train a byte-level BPE tokenizer with Qwen's special tokens and save it to ``out_dir``.
 
-    Returns the loaded ``PreTrainedTokenizerFast``; ``pad`` is ``<|endoftext|>``, ``eos`` is
-    ``<|im_end|>`` as in Qwen instruct models.
+    Returns the loaded fast tokenizer; ``pad`` is ``<|endoftext|>``, ``eos`` is ``<|im_end|>``
+    as in Qwen instruct models. Its class is ``PreTrainedTokenizerFast``, except on transformers
+    4.x, where ``Qwen2TokenizerFast`` (the same tokenizer object): 4.x's Qwen2.5-VL processor
+    accepts nothing else.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast, Qwen2TokenizerFast
+
+    fast_class = Qwen2TokenizerFast if _transformers_4() else PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -88,7 +99,7 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 1024):
         show_progress=False,
     )
     tokenizer.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = fast_class(
         tokenizer_object=tokenizer,
         bos_token=None,
         eos_token="<|im_end|>",
@@ -193,8 +204,11 @@ def build_tiny_vl(out_dir: str | Path, *, hidden_size: int = 64, num_layers: int
     quarter = head_dim // 2 // 4
     mrope_section = [head_dim // 2 - 2 * quarter * 1, quarter, quarter]
     ids = tokenizer.convert_tokens_to_ids
+    # transformers 5 reads rope_parameters; 4.x reads the same mrope sections from rope_scaling
+    rope = ({"rope_scaling": {"type": "mrope", "mrope_section": mrope_section}} if _transformers_4()
+            else {"rope_parameters": {"rope_type": "default", "mrope_section": mrope_section}})
     config = Qwen2_5_VLConfig(
-        text_config=dict(text, rope_parameters={"rope_type": "default", "mrope_section": mrope_section}),
+        text_config=dict(text, **rope),
         vision_config=dict(
             depth=2,
             hidden_size=32,
