@@ -6,7 +6,7 @@ import doctest
 
 import pytest
 
-from dft_mm import synthetic
+from dft_mm.demo import synthetic
 from dft_mm.analysis import spread
 from dft_mm.analysis.spread import RunName, Spread, compare, parse_run_name, rank
 

@@ -41,7 +41,7 @@ def test_eval_mode_names_model_and_data_instead_of_the_config():
         vlmevalkit_arguments("c.json", "dft", ["WeMath"], "work", mode="train")
 
 
-def test_kit_requirements_are_the_pinned_extra_plus_our_torch_pins():
+def test_kit_requirements_are_the_pinned_extra_plus_this_environments_torch():
     requirements = kit_requirements()
     assert "ms-vlmeval==0.0.20" in requirements and "google-genai==2.8.0" in requirements
     assert {"torch==2.14.1", "torchvision==0.29.1", "transformers==5.5.4"} <= set(requirements)

@@ -10,8 +10,9 @@ interpreter (the first that applies):
 3. the kit's own environment that ``dft-mm eval vlm install-kit`` makes, by default
    ``<this environment>/vlmeval-kit`` (``make setup`` makes ``.venv/vlmeval-kit``).
 
-The kit's own environment holds the ``vlmeval`` extra of dft_mm plus dft_mm's torch,
-torchvision and transformers pins, so it loads checkpoints exactly as training wrote them.
+The kit's own environment holds the ``vlmeval`` extra of dft_mm plus the torch, torchvision
+and transformers versions installed beside dft_mm (dft_mm itself declares ranges), so it loads
+checkpoints exactly as training wrote them.
 
 Example::
 
@@ -31,7 +32,7 @@ from dft_mm.errors import UserError
 
 KIT_PYTHON_ENV = "DFT_MM_VLMEVAL_PYTHON"
 KIT_EXTRA = "vlmeval"
-# dft_mm's own pins the kit environment shares (the kit itself would take the newest).
+# the packages the kit environment gets at this environment's versions (the kit would take the newest)
 SHARED_PINS = ("torch", "torchvision", "transformers")
 WORKER = Path(__file__).with_name("worker.py")
 
@@ -46,23 +47,21 @@ def _env_python(env: Path) -> Path:
 
 
 def kit_requirements() -> list[str]:
-    """The ``vlmeval`` extra of dft_mm plus its torch/torchvision/transformers pins, e.g.
-    ``["ms-vlmeval==0.0.20", "google-genai==2.8.0", "torch==2.14.1", ...]``."""
-    from importlib.metadata import requires
+    """The ``vlmeval`` extra of dft_mm plus :data:`SHARED_PINS` at the versions installed here
+    (without a local label such as ``+cu130``), e.g. ``["ms-vlmeval==0.0.20", "google-genai==2.8.0",
+    "torch==2.14.1", ...]``."""
+    from importlib.metadata import requires, version
 
     from packaging.requirements import Requirement
 
-    extra, shared = [], []
+    extra = []
     for text in requires("dft_mm") or []:
         requirement = Requirement(text)
-        if requirement.marker is None:
-            if requirement.name in SHARED_PINS:
-                shared.append(f"{requirement.name}{requirement.specifier}")
-        elif requirement.marker.evaluate({"extra": KIT_EXTRA}):
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": KIT_EXTRA}):
             extra.append(f"{requirement.name}{requirement.specifier}")
     if not extra:
         raise UserError(f"dft_mm's metadata has no [{KIT_EXTRA}] extra; reinstall dft_mm (pip install -e .)")
-    return extra + shared
+    return extra + [f"{name}=={version(name).split('+')[0]}" for name in SHARED_PINS]
 
 
 def install_kit(env: str | Path | None = None, packages: list[str] | tuple[str, ...] = (), quiet: bool = False) -> Path:
