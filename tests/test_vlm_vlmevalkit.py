@@ -58,6 +58,25 @@ def test_dev_environment_keeps_llamaboard_pins_and_pip_check_clean():
     assert version("gradio") == "5.50.0" and tuple(map(int, version("pydantic").split(".")[:2])) <= (2, 12)
 
 
+def test_the_kit_environment_shares_this_environments_torch():
+    """`make setup`'s kit environment (.venv/vlmeval-kit) imports this environment's torch and
+    transformers (no second ~5 GB copy) and its own pins where they differ (pandas<3)."""
+    from dft_mm.evaluation.vlm.kit.environment import SHARED_PTH, default_kit_env
+
+    kit = find_kit_python()
+    probe = ("import torch, transformers, pandas, vlmeval;"
+             "print(torch.__file__); print(transformers.__file__); print(pandas.__version__); print(vlmeval.__file__)")
+    done = subprocess.run([kit, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    torch_file, transformers_file, pandas_version, vlmeval_file = done.stdout.split()
+    import sysconfig
+
+    here = sysconfig.get_paths()["purelib"]
+    assert torch_file.startswith(here) and transformers_file.startswith(here), (torch_file, here)
+    assert not vlmeval_file.startswith(here) and int(pandas_version.split(".")[0]) < 3
+    assert any(default_kit_env().glob(f"lib/python*/site-packages/{SHARED_PTH}"))
+
+
 def test_kit_python_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv(KIT_PYTHON_ENV, str(tmp_path / "missing" / "python"))
     with pytest.raises(UserError, match="does not exist"):

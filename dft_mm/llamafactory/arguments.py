@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from llamafactory.extras.misc import is_env_enabled
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
+from dft_mm.llamafactory.upstream import SUPPORTED_VERSION, unsupported
 from dft_mm.loss_spec import (
     DFT_ONLY_KEYS,
     FUSED_BACKENDS,
@@ -106,6 +107,13 @@ class DftFinetuningArguments(FinetuningArguments):
         self.dft_upstream_flag = None
         if not self.dft_mm_active:
             return
+        problem = unsupported()
+        if problem:
+            raise ValueError(
+                f"{problem}: dft_mm refuses {', '.join([*given, *flags])} rather than patch part of it. Install "
+                f"llamafactory=={SUPPORTED_VERSION}, or remove these keys to train with LLaMA-Factory alone "
+                "(with DFT_MM_DISABLE=1 its own use_*_loss flags run)."
+            )
         self._resolve_sft_loss(given, flags)
         self._check_stage_and_paths()
         self.dft_level = "token" if self.dft_level is None else str(self.dft_level)

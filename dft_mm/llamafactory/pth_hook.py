@@ -15,6 +15,10 @@ LLaMA-Factory); when one of :data:`PATCHED_MODULES` finishes loading in *any* pr
 * ``llamafactory.webui.interface``: LlamaBoard gets its Loss group
   (:mod:`dft_mm.llamafactory.llamaboard`).
 
+On a LLaMA-Factory other than 0.9.5 the patch applies only if the code it patches is unchanged
+(checked: :mod:`dft_mm.llamafactory.upstream`); otherwise the trainer and callbacks stay
+LLaMA-Factory's and the dft_mm keys are refused when parsed.
+
 This module is the only one that knows the others; they do not import it.
 ``DFT_MM_DISABLE=1`` turns the hook off. Installing twice is a no-op.
 """
@@ -54,7 +58,12 @@ def patch_parser_if_loaded(module: ModuleType) -> None:
 
 
 def patch_trainer_module(module: ModuleType) -> None:
-    """Replace ``CustomSeq2SeqTrainer`` with the dft_mm subclass (once)."""
+    """Replace ``CustomSeq2SeqTrainer`` with the dft_mm subclass (once), unless the installed
+    LLaMA-Factory changed the code it patches (:mod:`dft_mm.llamafactory.upstream`)."""
+    from dft_mm.llamafactory.upstream import unsupported
+
+    if unsupported():
+        return
     from dft_mm.llamafactory.trainer import make_trainer_class
 
     base = module.CustomSeq2SeqTrainer
@@ -66,6 +75,10 @@ def patch_trainer_module(module: ModuleType) -> None:
 
 def patch_callbacks_module(module: ModuleType) -> None:
     from dft_mm.llamafactory.training_log import patch_callbacks_module as patch
+    from dft_mm.llamafactory.upstream import unsupported
+
+    if unsupported():
+        return
 
     patch(module)
 

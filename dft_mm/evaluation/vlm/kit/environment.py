@@ -12,7 +12,11 @@ interpreter (the first that applies):
 
 The kit's own environment holds the ``vlmeval`` extra of dft_mm plus the torch, torchvision
 and transformers versions installed beside dft_mm (dft_mm itself declares ranges), so it loads
-checkpoints exactly as training wrote them.
+checkpoints exactly as training wrote them. It shares this environment's packages rather than
+a second copy of them (torch and its CUDA libraries are ~5 GB): a ``.pth`` line puts this
+environment's site-packages *after* the kit's own, so pip installs into the kit only what this
+environment lacks or pins differently (the kit's ``pandas<3``, its pydantic), and those win
+there; this environment itself is not changed (its ``pip check`` stays clean).
 
 Example::
 
@@ -35,6 +39,7 @@ KIT_EXTRA = "vlmeval"
 # the packages the kit environment gets at this environment's versions (the kit would take the newest)
 SHARED_PINS = ("torch", "torchvision", "transformers")
 WORKER = Path(__file__).with_name("worker.py")
+SHARED_PTH = "dft_mm_shared_packages.pth"  # in the kit's site-packages: this environment's, after the kit's
 
 
 def default_kit_env() -> Path:
@@ -73,11 +78,24 @@ def install_kit(env: str | Path | None = None, packages: list[str] | tuple[str, 
     if not python.exists():
         print(f"creating the VLMEvalKit environment {env}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    share_packages(python)
     command = [str(python), "-m", "pip", "install", *(["--quiet"] if quiet else []), *kit_requirements(), *packages]
     print("running:", " ".join(command), flush=True)
     if subprocess.run(command, check=False).returncode != 0:
         raise UserError(f"installing VLMEvalKit into {env} failed (command above); fix the error pip printed and rerun")
     return python
+
+
+def share_packages(python: Path) -> Path:
+    """Make this environment's site-packages visible to the kit's interpreter ``python``, after
+    its own (a ``.pth`` file in the kit's site-packages); returns that file."""
+    import sysconfig
+
+    kit_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    shared = Path(kit_site) / SHARED_PTH
+    shared.write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    return shared
 
 
 def find_kit_python(kit_python: str | Path | None = None) -> str:
