@@ -21,7 +21,7 @@ import torch
 # accumulator (2.03 GiB at H=3584).
 MAX_CHUNK_BYTES = 160 * 2**20
 # On the host a CPU GEMM of 64 rows is slow (whole LM-head step at V=151936, H=256, 4096
-# tokens: 13.6 s at 64 rows, 9.9 s at 128, 9.8 s at 256: docs/benchmarks.md), and host
+# tokens, median step: 13.2 s at 64 rows, 9.9 s at 128 and 256: docs/benchmarks.md), and host
 # memory is not the scarce resource a GPU's is: 128 rows of fp32 logits at Qwen's vocabulary.
 HOST_CHUNK_BYTES = 320 * 2**20
 
