@@ -16,11 +16,12 @@ import logging
 from types import ModuleType
 
 from dft_mm.llamafactory.llamaboard_locales import LANGUAGES, LOSS_LOCALES
+from dft_mm.llamafactory.upstream import SUPPORTED_VERSION, installed_version
 from dft_mm.loss_spec import FUSED_MODES, LEVELS, LOSS_KEYS, OBJECTIVES
 
 logger = logging.getLogger("llamafactory.dft_mm")
 
-SUPPORTED_VERSIONS = ("0.9.5",)
+SUPPORTED_VERSIONS = (SUPPORTED_VERSION,)  # the layout is checked by version, the training code by fingerprint
 SFT_LOSS_CHOICES = ("default", *OBJECTIVES)
 PLOTTED = ("loss", "nll", "mean_target_prob", "entropy", "kl")  # panels, for the keys a run logged
 # the group's inputs, in order; each objective's own knobs are shown only when it is chosen
@@ -30,10 +31,9 @@ KNOBS = {"dft": ("dft_level", "dft_alpha", "dft_min_weight"), "asft": ("asft_alp
 
 def layout_problem(interface: ModuleType) -> str | None:
     """Why the installed web UI is not the layout this patch knows, or None."""
-    from llamafactory.extras.env import VERSION
-
-    if VERSION not in SUPPORTED_VERSIONS:
-        return f"LLaMA-Factory {VERSION} (the Loss group supports {', '.join(SUPPORTED_VERSIONS)})"
+    version = installed_version()
+    if version not in SUPPORTED_VERSIONS:
+        return f"LLaMA-Factory {version} (the Loss group supports {', '.join(SUPPORTED_VERSIONS)})"
     from llamafactory.webui import common, control, locales, manager, runner
 
     needed = {
