@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 floor=.venv/floor
-pins=(transformers==4.55.4 huggingface-hub==0.36.2 tokenizers==0.21.4 trl==0.22.2)  # the floor (see pyproject.toml)
+pins=(transformers==4.55.0 huggingface-hub==0.36.2 tokenizers==0.21.4 trl==0.22.2)  # the floor (see pyproject.toml)
 stamp="$floor/.pins"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${pins[*]}" ]; then
   exit 0

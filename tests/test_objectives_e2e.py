@@ -50,6 +50,10 @@ def test_text_objective_equals_llamafactorys_own_step_by_step(objective, keys, t
     assert f"dft_mm: sft_loss={objective}" in log and f"use_{objective}_loss: true served by dft_mm" in log
     assert "fused lm_head+loss" in log
     unfused, _ = _text(tiny_text_model, text_data, tmp_path / "unfused", sft_loss=objective, dft_fused=False, **steps)
+    worst = {key: max(abs(g[key] - w[key]) / abs(w[key]) for g, w in zip(served, upstream)) for key in ("loss", "grad_norm")}
+    print(f"\n{objective} vs LLaMA-Factory's use_{objective}_loss, {len(served)} steps: largest relative difference "
+          + ", ".join(f"{key} {value:.2g}" for key, value in worst.items())
+          + (f"; step-1 kl {served[0]['kl']:.2g}" if objective == "asft" else ""))
     if objective == "eaft":
         _same(served, upstream)
     else:
@@ -79,6 +83,10 @@ def test_vl_reference_sees_the_image(tiny_vl_model, vl_data, tmp_path):
     ours, ours_dft = run("asft", sft_loss="asft", asft_alpha=1.0), run("dft", sft_loss="dft")
     upstream, upstream_dft = (run("up_asft", UPSTREAM, use_asft_loss=True, asft_alpha=1.0),
                               run("up_dft", UPSTREAM, use_dft_loss=True))
+    print(f"\nVL step 1, asft_alpha 1: dft_mm kl {ours['kl']:.3g}, loss {ours['loss']:.6g} (its DFT {ours_dft['loss']:.6g}), "
+          f"grad_norm {ours['grad_norm']:.4g} (its DFT {ours_dft['grad_norm']:.4g}); LLaMA-Factory loss "
+          f"{upstream['loss']:.6g} (its DFT {upstream_dft['loss']:.6g}: kl {upstream['loss'] - upstream_dft['loss']:.3g}), "
+          f"grad_norm {upstream['grad_norm']:.4g} (its DFT {upstream_dft['grad_norm']:.4g})")
     assert abs(ours["kl"]) < 1e-6
     assert ours["loss"] == pytest.approx(ours_dft["loss"], rel=1e-6)
     assert ours["grad_norm"] == pytest.approx(ours_dft["grad_norm"], rel=1e-5)

@@ -24,7 +24,7 @@ def train(config: str, overrides: list[str]) -> int:
     path = f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"
     cli = shutil.which("llamafactory-cli", path=path)
     if cli is None:
-        raise UserError("llamafactory-cli not found; install dft_mm (it depends on llamafactory==0.9.5).")
+        raise UserError("llamafactory-cli not found in this environment: pip install llamafactory==0.9.5 (the version dft_mm patches).")
     env = {key: value for key, value in os.environ.items() if key != "DFT_MM_DISABLE"}
     return subprocess.call([cli, "train", config, *overrides], env={**env, "PATH": path})
 
