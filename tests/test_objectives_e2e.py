@@ -67,6 +67,12 @@ def test_text_objective_equals_llamafactorys_own_step_by_step(objective, keys, t
     assert all(0 < entry["entropy"] for entry in served)
     if objective == "asft":
         assert abs(served[0]["kl"]) < 1e-6  # step 0: the reference is the policy
+        # on text, LLaMA-Factory's reference sees what the policy sees: its step-1 KL is 0 too
+        upstream_dft, _ = _text(tiny_text_model, text_data, tmp_path / "upstream_dft", env=UPSTREAM, use_dft_loss=True,
+                                max_steps=1)
+        upstream_kl = (upstream[0]["loss"] - upstream_dft[0]["loss"]) / keys["asft_alpha"]
+        print(f"text step 1: dft_mm kl {served[0]['kl']:.2g}, LLaMA-Factory's kl {upstream_kl:.2g}")
+        assert abs(upstream_kl) < 1e-6
         assert served[-1]["kl"] > 1e-4  # then the policy moves away from it
         assert served[-1]["kl"] == pytest.approx(unfused[-1]["kl"], rel=1e-3)
     else:
