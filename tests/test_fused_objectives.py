@@ -94,12 +94,14 @@ def test_evaluation_without_gradients_equals_the_unfused_objective(backend, name
     assert_same_stats(stats, want_stats)
 
 
-def test_asft_kl_is_exactly_zero_against_itself_and_its_gradient_is_dfts():
+@pytest.mark.parametrize("chunk_size", [6, 23])  # one softmax block per chunk; 16 + 7 rows (ROW_BLOCK)
+def test_asft_kl_is_exactly_zero_against_itself_and_its_gradient_is_dfts(chunk_size):
     """Step 0 of ASFT: the reference is the policy, so the KL and its gradient vanish."""
     hidden, weight, _, labels = make_batch(seed=33)
     itself = ReferenceHead(hidden.detach().clone(), weight.detach().clone())
-    loss, stats = linear_sft_and_stats(hidden, weight, labels, LossSpec.asft(1.0), reference=itself, chunk_size=6)
-    dft, dft_stats = linear_sft_and_stats(hidden, weight, labels, LossSpec.dft(), chunk_size=6)
+    loss, stats = linear_sft_and_stats(hidden, weight, labels, LossSpec.asft(1.0), reference=itself,
+                                       chunk_size=chunk_size)
+    dft, dft_stats = linear_sft_and_stats(hidden, weight, labels, LossSpec.dft(), chunk_size=chunk_size)
     assert stats.kl_sum.item() == 0.0 and loss.item() == pytest.approx(dft.item(), rel=1e-6)
     for got, want in zip(grads_of(loss, (hidden, weight)), grads_of(dft, (hidden, weight))):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)

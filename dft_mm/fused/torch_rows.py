@@ -8,7 +8,8 @@ the GEMM dtype.
 
 Per chunk of ``C`` rows and ``V`` logits the work is: one logsumexp, one ``exp`` into a
 second ``[C, V]`` buffer (the probabilities, overwritten by the gradient), row dot products
-for the entropy; with a reference, the same for its logits plus one subtraction for the KL.
+for the entropy; with a reference, the same for its logits plus one subtraction for the KL,
+the reference's softmax overwriting its own logits (``ROW_BLOCK`` rows at a time).
 """
 
 from __future__ import annotations
@@ -31,15 +32,45 @@ def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.einsum("cv,cv->c", a, b)
 
 
-def _log_softmax_and_probs_(z: torch.Tensor) -> torch.Tensor:
-    """Overwrite fp32 ``z`` ``[C, V]`` with ``log_softmax(z)`` and return ``softmax(z)``, with
-    one ``exp`` pass (a logsumexp and then an ``exp`` of the log-probabilities take two)."""
+def _log_softmax_and_probs_(z: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Overwrite fp32 ``z`` ``[C, V]`` with ``log_softmax(z)`` and return ``softmax(z)`` (in
+    ``out`` when given), with one ``exp`` pass (a logsumexp and then an ``exp`` of the
+    log-probabilities take two)."""
     z.sub_(z.amax(dim=-1, keepdim=True))
-    probs = z.exp()
+    probs = torch.exp(z, out=out)
     total = probs.sum(dim=-1, keepdim=True)
     probs.div_(total)
     z.sub_(total.log())
     return probs
+
+
+# Rows per softmax pass on ASFT's two sides: the reference's softmax then needs a [ROW_BLOCK, V]
+# temporary, not a second [C, V] buffer beside its logits.
+ROW_BLOCK = 16
+
+
+def _row_blocks(rows: int) -> list[slice]:
+    return [slice(start, start + ROW_BLOCK) for start in range(0, rows, ROW_BLOCK)]
+
+
+def _policy_log_softmax_(z: torch.Tensor) -> torch.Tensor:
+    """``_log_softmax_and_probs_`` of ``z`` ``[C, V]``, block by block as the reference's
+    rows go (:func:`_reference_kl_`), so identical rows give identical bits on both sides."""
+    probs = torch.empty_like(z)
+    for block in _row_blocks(z.shape[0]):
+        _log_softmax_and_probs_(z[block], out=probs[block])
+    return probs
+
+
+def _reference_kl_(ref: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """``KL(q || p)`` per row ``[C]`` of the reference's fp32 logits ``ref`` ``[C, V]`` against the
+    policy's ``log p`` ``logp`` ``[C, V]``; ``ref`` is overwritten with ``q = softmax(ref)``."""
+    kl = ref.new_empty(ref.shape[0])
+    for block in _row_blocks(ref.shape[0]):
+        q = _log_softmax_and_probs_(ref[block])  # ref[block] is now log q
+        kl[block] = _rowdot(q, ref[block].sub_(logp[block]))  # sum q * (log q - log p)
+        ref[block].copy_(q)
+    return kl
 
 
 def token_weight(logp: torch.Tensor, spec: LossSpec) -> torch.Tensor:
@@ -69,7 +100,7 @@ class TorchRows:
     @staticmethod
     def bytes_per_logit(gemm_dtype: torch.dtype) -> int:
         """Memory per logit of a chunk on one head: the GEMM output, its fp32 copy, the
-        probabilities, a logsumexp temporary (a reference's head keeps the same again)."""
+        probabilities, a logsumexp temporary (a reference's head is budgeted the same again)."""
         return gemm_dtype.itemsize + 12
 
     @staticmethod
@@ -100,16 +131,14 @@ class TorchRows:
             work.sub_(lse[:, None])  # log p
             probs = work.exp()
         else:  # ASFT: both sides through one routine, so identical rows give a KL of exactly 0
-            probs = _log_softmax_and_probs_(work)
+            probs = _policy_log_softmax_(work)
             logp = work.gather(1, y[:, None]).squeeze(1)
             weight = token_weight(logp, spec) if scale is None else None
         terms = RowTerms(logp.float(), (-_rowdot(probs, work)).float(), None if weight is None else weight.float())
         ref_probs = None
         if ref is not None:
-            log_q = _working_copy(ref)
-            ref_probs = _log_softmax_and_probs_(log_q)
-            terms.kl = _rowdot(ref_probs, log_q.sub_(work)).float()  # sum q * (log q - log p)
-            del log_q
+            ref_probs = _working_copy(ref)
+            terms.kl = _reference_kl_(ref_probs, work).float()
         if not want_grad:
             return terms, None
         token_scale = (weight * inv_n if scale is None else scale).to(work.dtype)
