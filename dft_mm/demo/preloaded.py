@@ -7,6 +7,9 @@ child runs the CLI's own entry, ``llamafactory.launcher.launch()`` on ``train CO
 is exactly what the ``llamafactory-cli`` script does for a single-process run (the dft_mm
 import hook patched LLaMA-Factory in the forkserver as it loaded). Each training is still its
 own process, with its own memory, seeds and exit code; nothing carries over between them.
+A training's exit code is its own record of it when the forkserver's report is lost (a forkserver
+that died answers 255 at once while its trainings run on): :func:`train` then waits for the
+training and says so.
 
 Every run shares one environment, fixed by the first call (the forkserver is started with it,
 without ``DFT_MM_DISABLE``). As with any multiprocessing start method but fork, the calling
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import select
 import sys
 import threading
 from pathlib import Path
@@ -44,8 +48,9 @@ def _context(env: dict[str, str]):
         return context
 
 
-def _child(config: str, log: str) -> None:
-    """In the forked child: output to ``log``, then the CLI's own ``launch()`` on ``train config``."""
+def _child(config: str, log: str, status: str) -> None:
+    """In the forked child: output to ``log``, then the CLI's own ``launch()`` on ``train config``;
+    its exit code is also written to ``status``."""
     handle = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(handle, 1)
     os.dup2(handle, 2)
@@ -54,12 +59,50 @@ def _child(config: str, log: str) -> None:
     sys.argv = ["llamafactory-cli", "train", config]
     from llamafactory import launcher
 
-    launcher.launch()
+    code = 1
+    try:
+        launcher.launch()
+        code = 0
+    except SystemExit as stop:
+        code = 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 1
+        raise
+    finally:
+        Path(status).write_text(f"{code}\n")
+
+
+# What multiprocessing reports when the forkserver's word on a child's exit never arrived
+# (popen_forkserver: the status pipe read failed, e.g. the forkserver itself died).
+LOST_STATUS = 255
 
 
 def train(config: str | Path, log: str | Path, env: dict[str, str]) -> int:
-    """Run ``llamafactory-cli train config`` (single process) with its output in ``log``; the exit code."""
-    process = _context(env).Process(target=_child, args=(str(config), str(log)))
+    """Run ``llamafactory-cli train config`` (single process) with its output in ``log``; the exit code.
+
+    The child also writes its exit code to ``log`` + ``.exit``: when the forkserver's report of it is
+    lost (exit code 255 from multiprocessing), that record is the answer, and a line says so."""
+    status = Path(f"{log}.exit")
+    status.unlink(missing_ok=True)
+    process = _context(env).Process(target=_child, args=(str(config), str(log), str(status)))
     process.start()
     process.join()
-    return process.exitcode
+    code = process.exitcode
+    if code != LOST_STATUS:
+        return code
+    _wait_for_exit(process.pid)  # the report was lost, not necessarily the training: it may still run
+    recorded = int(status.read_text()) if status.is_file() else None
+    print(f"dft_mm.demo.preloaded: the forkserver's report of {config}'s exit was lost (multiprocessing says "
+          f"{LOST_STATUS}); the training recorded " + (f"exit code {recorded} in {status}" if recorded is not None
+                                                       else "none (it ended before its last line)"), file=sys.stderr)
+    return LOST_STATUS if recorded is None else recorded
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Until process ``pid`` (not this process's child: the forkserver's) has exited."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        select.select([handle], [], [])  # a pidfd turns readable when its process exits
+    finally:
+        os.close(handle)
