@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ import torch
 from conftest import OFFLINE_ENV, REPO
 from dft_mm.demo.synthetic import text_problems, vl_problems, write_text_training_set, write_vl_training_set
 from dft_mm.demo.tiny import build_tiny_text
-from helpers import BIN, run_llamafactory_train, train_config
+from helpers import BIN, EXIT_ABORT, aborted_after_finishing, run_llamafactory_train, train_config
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +84,23 @@ def _run(setup, name: str, model: Path, keys: dict, *, engine: str | None = None
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert len(history) == STEPS, history
     return history, proc.stdout + proc.stderr
+
+
+def test_only_an_exit_abort_after_a_finished_training_is_run_again(tmp_path):
+    """The rerun in ``run_llamafactory_train`` is for exactly one failure: a rank's SIGABRT at
+    interpreter exit after this run wrote its final state. Anything else fails the test at once."""
+    state = tmp_path / "trainer_state.json"
+    abort = f"{EXIT_ABORT}\n  exitcode  : -6 (pid: 8550)  (SIGABRT)\n"
+    failed = subprocess.CompletedProcess([], 1, "", abort)
+    started = time.time()
+    assert not aborted_after_finishing(failed, state, started)  # no state written
+    state.write_text(json.dumps({"log_history": [{"loss": 6.9, "step": 1}]}))
+    assert not aborted_after_finishing(failed, state, started)  # training did not finish
+    state.write_text(json.dumps({"log_history": [{"loss": 6.9, "step": 1}, {"train_runtime": 1.5}]}))
+    assert aborted_after_finishing(failed, state, started)
+    assert not aborted_after_finishing(failed, state, time.time() + 60)  # a state from before the run
+    assert not aborted_after_finishing(subprocess.CompletedProcess([], 1, "", "Traceback: ValueError"), state, started)
+    assert not aborted_after_finishing(subprocess.CompletedProcess([], 0, "", abort), state, started)
 
 
 def _assert_same_steps(got: list[dict], want: list[dict], keys=("loss", "nll", "grad_norm")) -> None:
