@@ -52,7 +52,7 @@ def train_config(model: Path, dataset_dir: Path, dataset: str, output_dir: Path,
 # pthread_exit, whose forced unwind through a noexcept destructor calls std::terminate. Core dump of
 # one (2026-12-07): ProcessGroupGloo::runLoop -> ~AsyncAllgatherWork -> ~TensorImpl -> decref_pyobject
 # -> take_gil -> PyThread_exit_thread -> std::terminate. LLaMA-Factory alone has the same live threads
-# at exit (docs/support-matrix.md). Such a run is started once more, with a warning.
+# at exit (docs/support-matrix.md). Such a run is started again, with a warning, at most twice.
 EXIT_ABORT = "terminate called without an active exception"
 
 
@@ -72,22 +72,22 @@ def run_llamafactory_train(config: dict, workdir: Path, env: dict | None = None,
 
     Returns ``(completed_process, log_history)``; ``log_history`` is the per-step training
     logs from ``trainer_state.json`` (empty when the run failed). A torchrun run whose only
-    failure is the exit-time abort above is run once more, and says so in a warning.
+    failure is the exit-time abort above is run again (at most twice), and says so in a warning.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     full_env = {**os.environ, **OFFLINE_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     state = Path(config["output_dir"]) / "trainer_state.json"
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
         started = time.time()
         proc = subprocess.run(
             [str(BIN / "llamafactory-cli"), "train", str(path)],
             env=full_env, capture_output=True, text=True, timeout=timeout, cwd=workdir,
         )
-        if attempt == 2 or full_env.get("FORCE_TORCHRUN") != "1" or not aborted_after_finishing(proc, state, started):
+        if attempt == 3 or full_env.get("FORCE_TORCHRUN") != "1" or not aborted_after_finishing(proc, state, started):
             break
         warnings.warn(f"{path}: a rank aborted at interpreter exit after the training finished "
-                      f"({EXIT_ABORT!r}, torch's gloo teardown); running it once more", stacklevel=2)
+                      f"({EXIT_ABORT!r}, torch's gloo teardown); running it again ({attempt + 1} of 3)", stacklevel=2)
     history = json.loads(state.read_text())["log_history"] if proc.returncode == 0 and state.exists() else []
     return proc, [entry for entry in history if "loss" in entry]
