@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
+from multiprocessing import forkserver
 
 import pytest
 import yaml
@@ -48,12 +53,6 @@ def test_a_training_whose_forkserver_dies_reports_its_own_exit(tiny_text_model, 
     """The forkserver is killed while a training runs: multiprocessing then says 255 at once, though
     the training goes on. ``train`` waits for the training itself and returns the exit code it
     recorded, saying so; the next training starts a new forkserver."""
-    import os
-    import signal
-    import threading
-    import time
-    from multiprocessing import forkserver
-
     data = tmp_path / "data"
     write_text_training_set(text_problems(8, seed=0), data)
     configs = []
